@@ -1,0 +1,541 @@
+"""Configuration: YAML files -> validated, frozen dataclasses.
+
+Two kinds of file live under ``conf/``:
+
+* ``conf/env/base.yaml`` overlaid by ``conf/env/<env>.yaml`` (and ``conf/local/<env>.yaml`` if
+  present, which is git-ignored and meant for a developer's own settings), then by
+  ``--conf key=value`` overrides: where the lake is, Spark settings, endpoints, secret names.
+* ``conf/tables/<layer>/<name>.yaml``: one declaration per table (see :class:`TableSpec`).
+
+Everything is checked before Spark starts: an unknown key, a missing key, a value of the wrong
+type, an unknown upstream table, a transform that cannot be imported or a schema DDL that does not
+parse raises :class:`~lakehouse.errors.ConfigError` naming the file and the key.
+
+Example::
+
+    env = load_env("conf", "local", overrides=["spark.sql.shuffle.partitions=4"])
+    tables = load_tables("conf")
+    tables["silver.transactions"].keys   # ('transaction_id',)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import os
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import yaml
+
+from lakehouse.ddl import DDLError, parse_ddl
+from lakehouse.errors import ConfigError
+
+LAYERS = ("bronze", "silver", "gold")
+# Columns every bronze table adds to the raw fields its schema declares.
+BRONZE_METADATA: tuple[tuple[str, str], ...] = (
+    ("_rescued_data", "string"),
+    ("_corrupt_record", "string"),
+    ("_source_file", "string"),
+    ("_arrival_date", "date"),
+    ("_ingested_at", "timestamp"),
+    ("_ingest_date", "date"),
+    ("_run_id", "string"),
+)
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+# --------------------------------------------------------------------------------------------
+# Environment
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SparkSettings:
+    """How to build the SparkSession."""
+
+    master: str
+    packages: tuple[str, ...]
+    conf: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where the lake's zones live (URIs)."""
+
+    raw: str
+    tables: str
+    checkpoints: str
+    truth: str
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    """One environment (local, cluster, ...) after overlay, interpolation and overrides."""
+
+    name: str
+    lake_root: str
+    paths: Paths
+    reporting_currency: str
+    spark: SparkSettings
+    endpoints: Mapping[str, Any]
+    secrets: Mapping[str, str]
+    conf_dir: str
+    files: tuple[str, ...]
+    config_hash: str
+
+    def secret(self, name: str) -> str:
+        """Return a secret's value from the environment variable that ``secrets`` names.
+
+        Raises:
+            ConfigError: the secret is not declared or its variable is not set.
+        """
+        if name not in self.secrets:
+            raise ConfigError(self.files[-1], f"secrets.{name}", "no such secret is declared")
+        var = self.secrets[name]
+        value = os.environ.get(var)
+        if value is None:
+            file_var = os.environ.get(f"{var}_FILE")
+            if file_var and Path(file_var).is_file():
+                return Path(file_var).read_text().strip()
+            raise ConfigError(self.files[-1], f"secrets.{name}", f"environment variable {var} is not set")
+        return value
+
+
+_ENV_KEYS = {
+    "lake_root": str,
+    "paths": dict,
+    "reporting_currency": str,
+    "spark": dict,
+    "endpoints": dict,
+    "secrets": dict,
+}
+_ENV_REQUIRED = ("lake_root", "reporting_currency", "spark")
+_SPARK_KEYS = {"master": str, "packages": list, "conf": dict}
+_PATH_KEYS = ("raw", "tables", "checkpoints", "truth")
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(str(path), None, "file not found") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else None
+        raise ConfigError(str(path), where, f"not valid YAML ({exc.__class__.__name__})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(str(path), None, "top level must be a mapping")
+    return data
+
+
+def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
+            out[k] = _deep_merge(dict(out[k]), v)
+        else:
+            out[k] = v
+    return out
+
+
+def interpolate(value: Any, file: str, key: str, environ: Mapping[str, str]) -> Any:
+    """Replace ``${VAR}`` and ``${VAR:-default}`` in every string inside ``value``.
+
+    Raises:
+        ConfigError: ``${VAR}`` without a default and ``VAR`` is not set.
+
+    Example::
+
+        interpolate("${HOME}/lake", "f.yaml", "lake_root", {"HOME": "/h"})  # '/h/lake'
+    """
+    if isinstance(value, str):
+
+        def repl(m: re.Match[str]) -> str:
+            var, default = m.group(1), m.group(2)
+            if var in environ:
+                return environ[var]
+            if default is not None:
+                return default
+            raise ConfigError(file, key, f"environment variable {var} is not set and has no default")
+
+        return _VAR.sub(repl, value)
+    if isinstance(value, Mapping):
+        return {k: interpolate(v, file, f"{key}.{k}", environ) for k, v in value.items()}
+    if isinstance(value, list):
+        return [interpolate(v, file, f"{key}[{i}]", environ) for i, v in enumerate(value)]
+    return value
+
+
+def _check_keys(
+    data: Mapping[str, Any],
+    allowed: Mapping[str, type | tuple[type, ...]],
+    required: Sequence[str],
+    file: str,
+    prefix: str = "",
+) -> None:
+    for k in data:
+        if k not in allowed:
+            raise ConfigError(file, f"{prefix}{k}", f"unknown key (allowed: {', '.join(allowed)})")
+    for k in required:
+        if k not in data or data[k] is None:
+            raise ConfigError(file, f"{prefix}{k}", "required key is missing")
+    for k, typ in allowed.items():
+        if k in data and data[k] is not None and not isinstance(data[k], typ):
+            names = typ.__name__ if isinstance(typ, type) else "/".join(t.__name__ for t in typ)
+            got = type(data[k]).__name__
+            raise ConfigError(file, f"{prefix}{k}", f"expected {names}, got {got}")
+
+
+def _absolute_uri(path: str) -> str:
+    """Keep URIs with a scheme as they are; make plain local paths absolute."""
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", path):
+        return path.rstrip("/")
+    return os.path.abspath(os.path.expanduser(path))
+
+
+def _apply_override(data: dict[str, Any], item: str, file: str) -> dict[str, Any]:
+    if "=" not in item:
+        raise ConfigError(file, item, "an override must look like key=value")
+    key, value = item.split("=", 1)
+    key = key.strip()
+    if key.startswith("spark.") and key not in ("spark.master", "spark.packages"):
+        spark = dict(data.get("spark") or {})
+        spark["conf"] = {**(spark.get("conf") or {}), key: value}
+        return {**data, "spark": spark}
+    parts = key.split(".")
+    if parts[0] not in _ENV_KEYS:
+        raise ConfigError(file, key, f"unknown key (allowed: {', '.join(_ENV_KEYS)}, spark.*)")
+    nested: Any = value
+    for p in reversed(parts[1:]):
+        nested = {p: nested}
+    return _deep_merge(data, {parts[0]: nested})
+
+
+def load_env(
+    conf_dir: str | os.PathLike[str],
+    env: str = "local",
+    overrides: Sequence[str] = (),
+    environ: Mapping[str, str] | None = None,
+) -> EnvConfig:
+    """Load ``base.yaml`` + ``<env>.yaml`` (+ git-ignored ``conf/local/<env>.yaml``) + overrides.
+
+    Args:
+        conf_dir: the ``conf`` folder.
+        env: environment name; ``conf/env/<env>.yaml`` must exist.
+        overrides: ``key=value`` strings; ``spark.*`` keys go to the Spark conf, others are dotted
+            paths into the environment (``lake_root=/tmp/lake``, ``paths.raw=s3a://b/raw``).
+        environ: variables for ``${VAR}`` interpolation (default: ``os.environ``).
+
+    Returns:
+        The frozen :class:`EnvConfig`.
+
+    Raises:
+        ConfigError: naming the file and key of the first problem.
+    """
+    environ = os.environ if environ is None else environ
+    conf = Path(conf_dir)
+    env_file = conf / "env" / f"{env}.yaml"
+    if not env_file.is_file():
+        known = sorted(p.stem for p in (conf / "env").glob("*.yaml") if p.stem != "base")
+        raise ConfigError(str(env_file), None, f"unknown environment {env!r} (known: {', '.join(known)})")
+    files = [conf / "env" / "base.yaml", env_file]
+    local_overlay = conf / "local" / f"{env}.yaml"
+    if local_overlay.is_file():
+        files.append(local_overlay)
+    data: dict[str, Any] = {}
+    for f in files:
+        raw = _read_yaml(f)
+        _check_keys(raw, _ENV_KEYS, (), str(f))
+        data = _deep_merge(data, interpolate(raw, str(f), "", environ) if raw else {})
+    last = str(files[-1])
+    for item in overrides:
+        data = _apply_override(data, item, "--conf")
+    _check_keys(data, _ENV_KEYS, _ENV_REQUIRED, last)
+    spark = data["spark"]
+    _check_keys(spark, _SPARK_KEYS, ("master",), last, "spark.")
+    packages = spark.get("packages") or []
+    for i, p in enumerate(packages):
+        if not isinstance(p, str) or len(p.split(":")) != 3:
+            raise ConfigError(last, f"spark.packages[{i}]", "expected group:artifact:version")
+    spark_conf = {str(k): _scalar(v, last, f"spark.conf.{k}") for k, v in (spark.get("conf") or {}).items()}
+    paths_in = data.get("paths") or {}
+    for k in paths_in:
+        if k not in _PATH_KEYS:
+            raise ConfigError(last, f"paths.{k}", f"unknown key (allowed: {', '.join(_PATH_KEYS)})")
+    root = _absolute_uri(str(data["lake_root"]))
+    paths = Paths(
+        raw=_absolute_uri(paths_in.get("raw", f"{root}/raw")),
+        tables=_absolute_uri(paths_in.get("tables", f"{root}/tables")),
+        checkpoints=_absolute_uri(paths_in.get("checkpoints", f"{root}/_checkpoints")),
+        truth=_absolute_uri(paths_in.get("truth", f"{root}/_generator_truth")),
+    )
+    currency = str(data["reporting_currency"]).upper()
+    if not re.fullmatch(r"[A-Z]{3}", currency):
+        raise ConfigError(last, "reporting_currency", f"{currency!r} is not an ISO 4217 code")
+    secrets = data.get("secrets") or {}
+    for k, v in secrets.items():
+        if not isinstance(v, str):
+            raise ConfigError(last, f"secrets.{k}", "expected the name of an environment variable")
+    canonical = json.dumps({**data, "lake_root": root}, sort_keys=True, default=str)
+    return EnvConfig(
+        name=env,
+        lake_root=root,
+        paths=paths,
+        reporting_currency=currency,
+        spark=SparkSettings(
+            master=str(spark["master"]),
+            packages=tuple(packages),
+            conf=MappingProxyType(spark_conf),
+        ),
+        endpoints=MappingProxyType(dict(data.get("endpoints") or {})),
+        secrets=MappingProxyType(dict(secrets)),
+        conf_dir=str(conf.resolve()),
+        files=tuple(str(f) for f in files),
+        config_hash=hashlib.sha256(canonical.encode()).hexdigest()[:12],
+    )
+
+
+def _scalar(v: Any, file: str, key: str) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (str, int, float)):
+        return str(v)
+    raise ConfigError(file, key, f"expected a scalar, got {type(v).__name__}")
+
+
+# --------------------------------------------------------------------------------------------
+# Tables
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """Where a bronze table's raw records land and how to read them."""
+
+    format: str
+    path: str
+    options: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """One table, declared once in ``conf/tables/<layer>/<name>.yaml``.
+
+    Attributes:
+        name: ``<layer>.<name>``, the name every job and test uses.
+        layer: bronze, silver or gold.
+        schema: the table's columns as a Spark DDL string (for bronze: the raw fields).
+        columns: ``schema`` parsed into ``(name, type)`` pairs.
+        keys: business keys (MERGE keys); empty for append-only tables.
+        partition_by: partition columns.
+        mode: how it is written: ``append`` (bronze), ``merge``, ``scd2``, ``replace_partitions``.
+        version_column: for ``merge``/``scd2``: the column whose highest value wins.
+        transform: dotted name of the pure function that builds the table.
+        upstream: names of the tables it is built from.
+        source: for bronze tables, the raw landing folder and format.
+        expectations, pii, properties: quality rules, PII tags, Delta table properties.
+        file: the YAML file it came from.
+    """
+
+    name: str
+    layer: str
+    description: str
+    owner: str
+    schema: str
+    columns: tuple[tuple[str, str], ...]
+    keys: tuple[str, ...]
+    partition_by: tuple[str, ...]
+    mode: str
+    version_column: str | None
+    transform: str | None
+    upstream: tuple[str, ...]
+    source: SourceSpec | None
+    expectations: tuple[Mapping[str, Any], ...]
+    pii: Mapping[str, str]
+    properties: Mapping[str, str]
+    file: str
+
+    @property
+    def short_name(self) -> str:
+        return self.name.split(".", 1)[1]
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        return tuple(c for c, _ in self.columns)
+
+    def transform_fn(self) -> Callable[..., Any]:
+        """Import and return the function named by ``transform``."""
+        if not self.transform:
+            raise ConfigError(self.file, "transform", "this table names no transform")
+        return import_dotted(self.transform, self.file, "transform")
+
+
+_TABLE_KEYS: dict[str, type | tuple[type, ...]] = {
+    "name": str,
+    "layer": str,
+    "description": str,
+    "owner": str,
+    "schema": str,
+    "keys": list,
+    "partition_by": list,
+    "mode": str,
+    "version_column": str,
+    "transform": str,
+    "upstream": list,
+    "source": dict,
+    "expectations": list,
+    "pii": dict,
+    "properties": dict,
+}
+_TABLE_REQUIRED = ("name", "layer", "description", "owner", "schema", "mode")
+_MODES = {
+    "bronze": ("append",),
+    "silver": ("merge", "scd2"),
+    "gold": ("replace_partitions", "merge"),
+}
+_SOURCE_KEYS = {"format": str, "path": str, "options": dict}
+_FORMATS = ("json", "csv")
+
+
+def import_dotted(dotted: str, file: str, key: str) -> Callable[..., Any]:
+    """Import ``package.module.function``; a ConfigError naming ``file``/``key`` if impossible."""
+    module_name, _, attr = dotted.rpartition(".")
+    if not module_name:
+        raise ConfigError(file, key, f"{dotted!r} is not a dotted name module.function")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(file, key, f"cannot import module {module_name!r}: {exc}") from None
+    fn = getattr(module, attr, None)
+    if not callable(fn):
+        raise ConfigError(file, key, f"module {module_name!r} has no function {attr!r}")
+    return fn
+
+
+def _str_list(data: Mapping[str, Any], key: str, file: str) -> tuple[str, ...]:
+    values = data.get(key) or []
+    for i, v in enumerate(values):
+        if not isinstance(v, str):
+            raise ConfigError(file, f"{key}[{i}]", f"expected a string, got {type(v).__name__}")
+    return tuple(values)
+
+
+def parse_table(data: Mapping[str, Any], file: str) -> TableSpec:
+    """Validate one table declaration (without cross-table checks)."""
+    _check_keys(data, _TABLE_KEYS, _TABLE_REQUIRED, file)
+    layer = data["layer"]
+    if layer not in LAYERS:
+        raise ConfigError(file, "layer", f"{layer!r} is not one of {', '.join(LAYERS)}")
+    short = data["name"]
+    if not re.fullmatch(r"[a-z][a-z0-9_]*", short):
+        raise ConfigError(file, "name", f"{short!r}: use lower_snake_case")
+    mode = data["mode"]
+    if mode not in _MODES[layer]:
+        raise ConfigError(file, "mode", f"{mode!r} is not valid for {layer} (use {', '.join(_MODES[layer])})")
+    try:
+        columns = tuple(parse_ddl(data["schema"]))
+    except DDLError as exc:
+        raise ConfigError(file, "schema", f"unparseable DDL: {exc}") from None
+    names = [c for c, _ in columns]
+    if layer == "bronze":
+        names += [c for c, _ in BRONZE_METADATA]
+    keys = _str_list(data, "keys", file)
+    partition_by = _str_list(data, "partition_by", file)
+    for key_name, cols in (("keys", keys), ("partition_by", partition_by)):
+        for c in cols:
+            if c not in names:
+                raise ConfigError(file, key_name, f"column {c!r} is not in the schema")
+    version_column = data.get("version_column")
+    if version_column and version_column not in names:
+        raise ConfigError(file, "version_column", f"column {version_column!r} is not in the schema")
+    if mode in ("merge", "scd2") and not keys:
+        raise ConfigError(file, "keys", f"mode {mode} needs business keys")
+    if mode in ("merge", "scd2") and layer == "silver" and not version_column:
+        raise ConfigError(file, "version_column", f"mode {mode} needs a version column")
+    if mode == "replace_partitions" and not partition_by:
+        raise ConfigError(file, "partition_by", "mode replace_partitions needs partition columns")
+    source = None
+    if layer == "bronze":
+        if "source" not in data:
+            raise ConfigError(file, "source", "required key is missing for a bronze table")
+        src = data["source"]
+        _check_keys(src, _SOURCE_KEYS, ("format", "path"), file, "source.")
+        if src["format"] not in _FORMATS:
+            raise ConfigError(file, "source.format", f"{src['format']!r} is not one of {', '.join(_FORMATS)}")
+        source = SourceSpec(
+            format=src["format"],
+            path=src["path"],
+            options=MappingProxyType({k: _scalar(v, file, f"source.options.{k}") for k, v in (src.get("options") or {}).items()}),
+        )
+    elif "source" in data:
+        raise ConfigError(file, "source", "only bronze tables read a raw source; use upstream")
+    else:
+        if not data.get("transform"):
+            raise ConfigError(file, "transform", f"required key is missing for a {layer} table")
+        if not data.get("upstream"):
+            raise ConfigError(file, "upstream", f"required key is missing for a {layer} table")
+    if data.get("transform"):
+        import_dotted(data["transform"], file, "transform")
+    expectations = data.get("expectations") or []
+    for i, e in enumerate(expectations):
+        if not isinstance(e, dict):
+            raise ConfigError(file, f"expectations[{i}]", "expected a mapping")
+    pii = data.get("pii") or {}
+    for col in pii:
+        if col not in names:
+            raise ConfigError(file, f"pii.{col}", "column is not in the schema")
+    return TableSpec(
+        name=f"{layer}.{short}",
+        layer=layer,
+        description=str(data["description"]).strip(),
+        owner=data["owner"],
+        schema=data["schema"],
+        columns=columns,
+        keys=keys,
+        partition_by=partition_by,
+        mode=mode,
+        version_column=version_column,
+        transform=data.get("transform"),
+        upstream=_str_list(data, "upstream", file),
+        source=source,
+        expectations=tuple(MappingProxyType(dict(e)) for e in expectations),
+        pii=MappingProxyType({str(k): str(v) for k, v in pii.items()}),
+        properties=MappingProxyType({str(k): _scalar(v, file, f"properties.{k}") for k, v in (data.get("properties") or {}).items()}),
+        file=file,
+    )
+
+
+def load_tables(conf_dir: str | os.PathLike[str]) -> Mapping[str, TableSpec]:
+    """Load and cross-check every ``conf/tables/<layer>/<name>.yaml``.
+
+    Returns:
+        A read-only mapping ``"<layer>.<name>" -> TableSpec``.
+
+    Raises:
+        ConfigError: a bad declaration, a file in the wrong folder, a duplicate name, or an
+            upstream table that no file declares.
+    """
+    root = Path(conf_dir) / "tables"
+    if not root.is_dir():
+        raise ConfigError(str(root), None, "folder not found")
+    specs: dict[str, TableSpec] = {}
+    for f in sorted(root.glob("*/*.yaml")):
+        spec = parse_table(_read_yaml(f), str(f))
+        if f.parent.name != spec.layer or f.stem != spec.short_name:
+            raise ConfigError(str(f), "name", f"declares {spec.name}; the file must be tables/{spec.layer}/{spec.short_name}.yaml")
+        specs[spec.name] = spec
+    for spec in specs.values():
+        for i, up in enumerate(spec.upstream):
+            if up not in specs:
+                raise ConfigError(spec.file, f"upstream[{i}]", f"unknown table {up!r} (known: {', '.join(sorted(specs))})")
+    return MappingProxyType(specs)

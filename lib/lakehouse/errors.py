@@ -1,0 +1,34 @@
+"""The project's exception types. Each carries the context a user needs to act on it."""
+
+from __future__ import annotations
+
+
+class LakehouseError(Exception):
+    """Base class: jobs turn any of these into a one-line message and a non-zero exit."""
+
+
+class ConfigError(LakehouseError):
+    """A configuration file is missing, unparseable, or holds an unknown/missing/bad key."""
+
+    def __init__(self, file: str, key: str | None, problem: str) -> None:
+        self.file = file
+        self.key = key
+        self.problem = problem
+        where = f"{file}: {key}" if key else file
+        super().__init__(f"{where}: {problem}")
+
+
+class UnknownTableError(LakehouseError):
+    """A table name that no file under conf/tables declares."""
+
+
+class SourceError(LakehouseError):
+    """A raw source is missing or unreadable (names the folder)."""
+
+
+class DependencyError(LakehouseError):
+    """A JVM package cannot be resolved (Maven Central unreachable and not in the Ivy cache)."""
+
+
+class PipelineError(LakehouseError):
+    """A pipeline stage failed; names the table and the stage."""

@@ -1,0 +1,63 @@
+"""File-system helpers that work for any Hadoop URI (local paths, hdfs://, s3a://).
+
+They go through the session's Hadoop FileSystem, so they see the same storage Spark does.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import SparkSession
+
+
+def _fs_path(spark: SparkSession, uri: str):  # noqa: ANN202 - py4j objects
+    jvm = spark.sparkContext._jvm
+    conf = spark.sparkContext._jsc.hadoopConfiguration()
+    path = jvm.org.apache.hadoop.fs.Path(uri)
+    return path.getFileSystem(conf), path
+
+
+def exists(spark: SparkSession, uri: str) -> bool:
+    fs, path = _fs_path(spark, uri)
+    return bool(fs.exists(path))
+
+
+def list_dir(spark: SparkSession, uri: str) -> list[tuple[str, bool, int]]:
+    """``(name, is_dir, size)`` of the entries of a folder; empty if it does not exist."""
+    fs, path = _fs_path(spark, uri)
+    if not fs.exists(path):
+        return []
+    return [(s.getPath().getName(), bool(s.isDirectory()), int(s.getLen())) for s in fs.listStatus(path)]
+
+
+def du(spark: SparkSession, uri: str) -> tuple[int, int]:
+    """``(files, bytes)`` under a folder, recursively."""
+    fs, path = _fs_path(spark, uri)
+    if not fs.exists(path):
+        return 0, 0
+    summary = fs.getContentSummary(path)
+    return int(summary.getFileCount()), int(summary.getLength())
+
+
+def read_text(spark: SparkSession, uri: str) -> str:
+    fs, path = _fs_path(spark, uri)
+    stream = fs.open(path)
+    try:
+        jvm = spark.sparkContext._jvm
+        return str(jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8"))
+    finally:
+        stream.close()
+
+
+def write_text_atomic(spark: SparkSession, uri: str, text: str) -> None:
+    """Write a small file under a temporary name, then rename it into place."""
+    fs, path = _fs_path(spark, uri)
+    jvm = spark.sparkContext._jvm
+    tmp = jvm.org.apache.hadoop.fs.Path(path.getParent(), f".{path.getName()}.tmp")
+    out = fs.create(tmp, True)
+    try:
+        out.write(bytearray(text.encode("utf-8")))
+    finally:
+        out.close()
+    if fs.exists(path):
+        fs.delete(path, False)
+    if not fs.rename(tmp, path):
+        raise OSError(f"could not rename {tmp} to {uri}")

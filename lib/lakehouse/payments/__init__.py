@@ -1,0 +1,1 @@
+"""The sample domain: card payments of an online marketplace (generator and transforms)."""

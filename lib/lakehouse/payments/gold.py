@@ -1,0 +1,187 @@
+"""Gold transforms of the payments domain: marts computed from silver.
+
+Each function takes ``tables`` (the current silver tables by short name) and ``changes`` (their
+change-data-feed rows since the last gold run, by short name, or ``None`` for a full build) and
+returns the complete rows of every partition or key the changes touch — never more. The runner
+writes them with replaceWhere (partitions) or MERGE (keys).
+
+Example (in a notebook)::
+
+    kpis = merchant_daily_kpis({"transactions": tx, "chargebacks": cb, "merchants": m}, None)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import date
+
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
+
+
+def _changed(changes: Mapping[str, DataFrame], name: str) -> DataFrame | None:
+    df = changes.get(name)
+    if df is None:
+        return None
+    return df.where(F.col("_change_type").isin("insert", "update_postimage", "delete", "update_preimage"))
+
+
+def affected_event_dates(tables: Mapping[str, DataFrame], changes: Mapping[str, DataFrame]) -> DataFrame:
+    """Event dates touched by changed transactions or by chargebacks of their transactions."""
+    parts = []
+    tx_changes = _changed(changes, "transactions")
+    if tx_changes is not None:
+        parts.append(tx_changes.select("event_date"))
+    cb_changes = _changed(changes, "chargebacks")
+    if cb_changes is not None:
+        tx = tables["transactions"].select("transaction_id", "event_date")
+        parts.append(cb_changes.select("transaction_id").join(tx, "transaction_id").select("event_date"))
+    m_changes = _changed(changes, "merchants")
+    if m_changes is not None:
+        tx = tables["transactions"].select("merchant_id", "event_date")
+        parts.append(m_changes.select("merchant_id").distinct().join(tx, "merchant_id").select("event_date"))
+    if not parts:
+        return tables["transactions"].sparkSession.createDataFrame([], "event_date date")
+    out = parts[0]
+    for p in parts[1:]:
+        out = out.unionByName(p)
+    return out.where(F.col("event_date").isNotNull()).distinct()
+
+
+def merchant_daily_kpis(tables: Mapping[str, DataFrame], changes: Mapping[str, DataFrame] | None) -> DataFrame:
+    """Per merchant and event date: volume, approved amount (reporting currency), approval and
+    chargeback rates, distinct customers, p50/p95 amount."""
+    tx = tables["transactions"]
+    if changes is not None:
+        tx = tx.join(F.broadcast(affected_event_dates(tables, changes)), "event_date", "left_semi")
+    cb = tables["chargebacks"].select("transaction_id").distinct().withColumn("has_chargeback", F.lit(True))
+    m = tables["merchants"].select("merchant_id", "merchant_name", "category")
+    approved = F.col("status") == "approved"
+    agg = (
+        tx.join(cb, "transaction_id", "left")
+        .groupBy("merchant_id", "event_date")
+        .agg(
+            F.count("*").alias("transactions"),
+            F.sum(approved.cast("int")).alias("approved"),
+            F.sum(F.when(approved, F.col("amount_reporting"))).cast("decimal(18,2)").alias("amount_reporting"),
+            F.sum(F.when(approved & F.col("has_chargeback"), 1).otherwise(0)).alias("chargebacks"),
+            F.countDistinct("customer_id").alias("distinct_customers"),
+            F.percentile(F.col("amount_reporting"), 0.5).alias("p50_amount"),
+            F.percentile(F.col("amount_reporting"), 0.95).alias("p95_amount"),
+        )
+    )
+    return agg.join(m, "merchant_id", "left").select(
+        "event_date",
+        "merchant_id",
+        "merchant_name",
+        "category",
+        "transactions",
+        "approved",
+        F.coalesce("amount_reporting", F.lit(0).cast("decimal(18,2)")).alias("amount_reporting"),
+        F.round(F.col("approved") / F.col("transactions"), 4).alias("approval_rate"),
+        "chargebacks",
+        F.round(F.when(F.col("approved") > 0, F.col("chargebacks") / F.col("approved")).otherwise(F.lit(0.0)), 4).alias("chargeback_rate"),
+        "distinct_customers",
+        F.round("p50_amount", 2).cast("decimal(18,2)").alias("p50_amount"),
+        F.round("p95_amount", 2).cast("decimal(18,2)").alias("p95_amount"),
+    )
+
+
+def affected_customers(tables: Mapping[str, DataFrame], changes: Mapping[str, DataFrame]) -> DataFrame:
+    """Customers whose payments, chargebacks, or CRM details changed."""
+    parts = []
+    tx_changes = _changed(changes, "transactions")
+    if tx_changes is not None:
+        parts.append(tx_changes.select("customer_id"))
+    cb_changes = _changed(changes, "chargebacks")
+    if cb_changes is not None:
+        tx = tables["transactions"].select("transaction_id", "customer_id")
+        parts.append(cb_changes.select("transaction_id").join(tx, "transaction_id").select("customer_id"))
+    c_changes = _changed(changes, "customers")
+    if c_changes is not None:
+        parts.append(c_changes.select("customer_id"))
+    m_changes = _changed(changes, "merchants")
+    if m_changes is not None:
+        tx = tables["transactions"].select("merchant_id", "customer_id")
+        parts.append(m_changes.select("merchant_id").distinct().join(tx, "merchant_id").select("customer_id"))
+    if not parts:
+        return tables["customers"].sparkSession.createDataFrame([], "customer_id string")
+    out = parts[0]
+    for p in parts[1:]:
+        out = out.unionByName(p)
+    return out.where(F.col("customer_id").isNotNull()).distinct()
+
+
+def customer_360(tables: Mapping[str, DataFrame], changes: Mapping[str, DataFrame] | None) -> DataFrame:
+    """One row per customer: lifetime value, recency inputs, frequency, favourite categories and
+    the current SCD2 attributes.
+
+    ``lifetime_value`` = approved spend minus charged-back amounts, in the reporting currency.
+    Recency is stored as ``last_transaction_date``; :func:`with_recency` turns it into days as of
+    any date, so the table does not go stale by itself every midnight.
+    """
+    customers = tables["customers"].where("is_current")
+    tx = tables["transactions"]
+    if changes is not None:
+        keys = F.broadcast(affected_customers(tables, changes))
+        customers = customers.join(keys, "customer_id", "left_semi")
+        tx = tx.join(keys, "customer_id", "left_semi")
+    approved = tx.where(F.col("status") == "approved")
+    cb = tables["chargebacks"].groupBy("transaction_id").agg(F.max("amount_reporting").alias("cb_amount"))
+    m = tables["merchants"].select("merchant_id", "category")
+    enriched = approved.join(cb, "transaction_id", "left").join(m, "merchant_id", "left")
+    stats = enriched.groupBy("customer_id").agg(
+        F.count("*").alias("frequency"),
+        F.sum("amount_reporting").cast("decimal(18,2)").alias("gross_spend"),
+        F.sum(F.coalesce("cb_amount", F.lit(0))).cast("decimal(18,2)").alias("charged_back"),
+        F.count("cb_amount").alias("chargebacks"),
+        F.min("event_date").alias("first_transaction_date"),
+        F.max("event_date").alias("last_transaction_date"),
+        F.round(F.avg("amount_reporting"), 2).cast("decimal(18,2)").alias("avg_amount"),
+    )
+    by_cat = enriched.groupBy("customer_id", "category").agg(F.sum("amount_reporting").alias("spend"))
+    w = Window.partitionBy("customer_id").orderBy(F.col("spend").desc(), F.col("category"))
+    fav = (
+        by_cat.where(F.col("category").isNotNull())
+        .withColumn("r", F.row_number().over(w))
+        .where("r <= 3")
+        .groupBy("customer_id")
+        .agg(F.sort_array(F.collect_list(F.struct("r", "category"))).alias("cats"))
+        .select("customer_id", F.transform("cats", lambda s: s["category"]).alias("favourite_categories"))
+    )
+    out = (
+        customers.select(
+            "customer_id",
+            "first_name",
+            "last_name",
+            "country_code",
+            "city",
+            "signup_date",
+            F.col("valid_from").alias("attributes_since"),
+        )
+        .join(stats, "customer_id", "left")
+        .join(fav, "customer_id", "left")
+    )
+    return out.select(
+        "customer_id",
+        "first_name",
+        "last_name",
+        "country_code",
+        "city",
+        "signup_date",
+        "attributes_since",
+        F.coalesce("frequency", F.lit(0)).cast("bigint").alias("frequency"),
+        F.coalesce("gross_spend", F.lit(0)).cast("decimal(18,2)").alias("gross_spend"),
+        F.coalesce("charged_back", F.lit(0)).cast("decimal(18,2)").alias("charged_back"),
+        (F.coalesce("gross_spend", F.lit(0)) - F.coalesce("charged_back", F.lit(0))).cast("decimal(18,2)").alias("lifetime_value"),
+        F.coalesce("chargebacks", F.lit(0)).cast("bigint").alias("chargebacks"),
+        "avg_amount",
+        "first_transaction_date",
+        "last_transaction_date",
+        F.coalesce("favourite_categories", F.array().cast("array<string>")).alias("favourite_categories"),
+    )
+
+
+def with_recency(customer_360_df: DataFrame, as_of: date) -> DataFrame:
+    """Add ``recency_days``: days from the last approved payment to ``as_of`` (null if none)."""
+    return customer_360_df.withColumn("recency_days", F.datediff(F.lit(as_of), F.col("last_transaction_date")))

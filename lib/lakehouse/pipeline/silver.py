@@ -1,0 +1,195 @@
+"""Silver: read what bronze added since the last run, type and check it, upsert it, quarantine the rest.
+
+The increment is a streaming read of the bronze Delta table with ``trigger(availableNow=True)``
+and a checkpoint: each run sees exactly the bronze commits the previous runs did not. Every
+micro-batch is handled by :func:`process_batch`:
+
+1. the table's transform (named in its YAML) types and checks the rows, giving ``_errors``;
+2. rows with errors go to the table's quarantine table, with the original record and the rules;
+3. valid rows are deduplicated per key (highest version, then record hash, wins) and MERGEd
+   (``merge``) or chained as SCD2 versions (``scd2``) into the silver table.
+
+Accounting per batch: ``read = inserted + quarantined + duplicate`` where ``duplicate`` is every
+valid row that did not become a new row of silver (an exact re-send, or an older version of a key).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from typing import Any
+
+from delta.tables import DeltaTable
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from lakehouse.config import TableSpec
+from lakehouse.errors import PipelineError
+from lakehouse.io import delta
+from lakehouse.quality.split import QUARANTINE_SCHEMA, quarantine_rows, split_valid
+from lakehouse.runlog import RunLog, TableRun
+from lakehouse.tables import Lake
+from lakehouse.transforms.dedup import latest_per_key
+from lakehouse.transforms.scd2 import scd2_chain
+
+log = logging.getLogger(__name__)
+
+SCD2_SYSTEM = ("valid_to", "is_current")
+
+
+def _with_raw(batch: DataFrame) -> DataFrame:
+    """Add the runner's ``__raw`` (the bronze record as JSON) and ``__source_file`` columns."""
+    raw_cols = [c for c in batch.columns if not c.startswith("_") or c in ("_corrupt_record", "_rescued_data")]
+    return batch.select("*", F.to_json(F.struct(*raw_cols)).alias("__raw"), F.col("_source_file").alias("__source_file"))
+
+
+def call_transform(spec: TableSpec, batch: DataFrame, others: dict[str, DataFrame], context: dict[str, Any]) -> DataFrame:
+    """Call the spec's transform with the increment, the other upstream tables and known settings."""
+    fn = spec.transform_fn()
+    params = inspect.signature(fn).parameters
+    kwargs: dict[str, Any] = {}
+    for name in list(params)[1:]:
+        if name in others:
+            kwargs[name] = others[name]
+        elif name in context:
+            kwargs[name] = context[name]
+        elif params[name].default is inspect.Parameter.empty:
+            raise PipelineError(f"{spec.name}: transform {spec.transform} wants {name!r}, which is neither an upstream table nor a setting")
+    return fn(batch, **kwargs)
+
+
+def ensure_silver(spark: SparkSession, lake: Lake, spec: TableSpec) -> None:
+    delta.ensure_table(
+        spark, lake.path(spec.name), delta.schema_of(spark, spec.schema), spec.partition_by, spec.properties, spec.description
+    )
+    delta.ensure_table(
+        spark,
+        lake.quarantine_path(spec.name),
+        delta.schema_of(spark, QUARANTINE_SCHEMA),
+        (),
+        None,
+        f"Records that could not be made valid for {spec.name}",
+    )
+
+
+def _merge(spark: SparkSession, lake: Lake, spec: TableSpec, valid: DataFrame) -> tuple[int, int]:
+    path = lake.path(spec.name)
+    schema = delta.schema_of(spark, spec.schema)
+    latest = latest_per_key(valid, spec.keys, [spec.version_column or "", "_record_hash"])
+    latest = delta.check_schema(latest, schema, spec.name)
+    prune = None
+    if spec.partition_by:
+        values = {c: [r[0] for r in latest.select(c).distinct().collect() if r[0] is not None] for c in spec.partition_by}
+        prune = values
+    m = delta.merge_latest(spark, path, latest, spec.keys, spec.version_column or "", "_record_hash", prune)
+    return m.get("numTargetRowsInserted", 0), m.get("numTargetRowsUpdated", 0)
+
+
+def _scd2(spark: SparkSession, lake: Lake, spec: TableSpec, valid: DataFrame) -> tuple[int, int]:
+    path = lake.path(spec.name)
+    schema = delta.schema_of(spark, spec.schema)
+    version = spec.version_column or "valid_from"
+    incoming_cols = [f.name for f in schema.fields if f.name not in SCD2_SYSTEM]
+    incoming = latest_per_key(valid, [*spec.keys, version], ["_record_hash"]).select(*incoming_cols)
+    stored = spark.read.format("delta").load(path)
+    history = stored.join(incoming.select(*spec.keys).distinct(), list(spec.keys), "left_semi")
+    tracked = [c for c in incoming_cols if c not in (*spec.keys, version) and not c.startswith("_")]
+    chain = scd2_chain(history.select(*incoming_cols, *SCD2_SYSTEM), incoming, spec.keys, tracked, version)
+    chain = chain.persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        changed = chain.select(*[f.name for f in schema.fields], "__is_new")
+        cond = F.lit(True)
+        for k in (*spec.keys, version):
+            cond = cond & (F.col(f"t.{k}") == F.col(f"s.{k}"))
+        (
+            DeltaTable.forPath(spark, path)
+            .alias("t")
+            .merge(changed.alias("s"), cond)
+            .whenMatchedUpdate(
+                condition=~F.col("t.valid_to").eqNullSafe(F.col("s.valid_to")) | (F.col("t.is_current") != F.col("s.is_current")),
+                set={"valid_to": "s.valid_to", "is_current": "s.is_current"},
+            )
+            .whenNotMatchedInsert(values={f.name: F.col(f"s.{f.name}") for f in schema.fields})
+            .execute()
+        )
+    finally:
+        chain.unpersist()
+    m = delta.last_metrics(spark, path)
+    return m.get("numTargetRowsInserted", 0), m.get("numTargetRowsUpdated", 0)
+
+
+def process_batch(spark: SparkSession, lake: Lake, spec: TableSpec, batch: DataFrame, batch_id: int, run_id: str, tr: TableRun) -> None:
+    """Type, check, quarantine and upsert one micro-batch of bronze rows (see module doc)."""
+    others = {lake.spec(u).short_name: spark.read.format("delta").load(lake.path(u)) for u in spec.upstream[1:]}
+    context = {"reporting_currency": lake.env.reporting_currency, "run_id": run_id}
+    checked = call_transform(spec, _with_raw(batch), others, context).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        read = checked.count()
+        if read == 0:
+            return
+        valid, rejected = split_valid(checked)
+        quarantined = rejected.count()
+        if quarantined:
+            delta.append(
+                quarantine_rows(rejected, spec.name, run_id, batch_id),
+                lake.quarantine_path(spec.name),
+                txn=(f"{spec.name}:quarantine:{lake.checkpoint('silver', spec.name)}", batch_id),
+            )
+        valid_n = read - quarantined
+        inserted = updated = 0
+        if valid_n:
+            inserted, updated = (_scd2 if spec.mode == "scd2" else _merge)(spark, lake, spec, valid)
+    finally:
+        checked.unpersist()
+    tr.rows_read += read
+    tr.rows_quarantined += quarantined
+    tr.rows_inserted += inserted
+    tr.rows_updated += updated
+    tr.rows_duplicate += valid_n - inserted
+    tr.rows_written += inserted + updated + quarantined
+    log.info(
+        "%s: batch %d: read %d, inserted %d, updated %d, quarantined %d, duplicates %d",
+        spec.name,
+        batch_id,
+        read,
+        inserted,
+        updated,
+        quarantined,
+        valid_n - inserted,
+    )
+
+
+def build_table(spark: SparkSession, lake: Lake, spec: TableSpec, runlog: RunLog) -> TableRun:
+    """Process everything bronze added since the last run, for one silver table."""
+    tr = runlog.start(spec.name)
+    try:
+        ensure_silver(spark, lake, spec)
+        driver = spec.upstream[0]
+        if not delta.is_delta(spark, lake.path(driver)):
+            raise PipelineError(f"{spec.name}: upstream {driver} has no Delta table at {lake.path(driver)} (run bronze first)")
+        tr.inputs = {u: delta.version(spark, lake.path(u)) for u in spec.upstream}
+        stream = spark.readStream.format("delta").load(lake.path(driver))
+        query = (
+            stream.writeStream.queryName(f"silver_{spec.short_name}")
+            .foreachBatch(lambda df, batch_id: process_batch(spark, lake, spec, df, batch_id, runlog.run_id, tr))
+            .option("checkpointLocation", lake.checkpoint("silver", spec.name))
+            .trigger(availableNow=True)
+            .start()
+        )
+        query.awaitTermination()
+        tr.output_version = delta.version(spark, lake.path(spec.name))
+        runlog.finish(tr)
+        return tr
+    except Exception as exc:
+        runlog.finish(tr, "failed", f"{type(exc).__name__}: {exc}")
+        raise
+
+
+def run(spark: SparkSession, lake: Lake, runlog: RunLog, tables: list[str] | None = None) -> dict[str, TableRun]:
+    out: dict[str, TableRun] = {}
+    for spec in lake.layer("silver"):
+        if tables and spec.name not in tables:
+            continue
+        out[spec.name] = build_table(spark, lake, spec, runlog)
+    return out

@@ -1,0 +1,84 @@
+"""The end-of-run summary: rows per layer, quarantine and duplicates, and the reconciliation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from lakehouse.io import delta, fs
+from lakehouse.tables import Lake
+
+
+@dataclass(frozen=True)
+class Reconciliation:
+    """For one silver table: every bronze record is in silver, in quarantine, or a duplicate."""
+
+    table: str
+    bronze: int
+    silver: int
+    quarantined: int
+    duplicates: int
+
+    @property
+    def ok(self) -> bool:
+        return self.bronze == self.silver + self.quarantined + self.duplicates
+
+
+def count(spark: SparkSession, path: str) -> int | None:
+    return spark.read.format("delta").load(path).count() if delta.is_delta(spark, path) else None
+
+
+def reconcile(spark: SparkSession, lake: Lake) -> list[Reconciliation]:
+    """Compare bronze rows with silver rows + quarantined rows + duplicates counted by all runs."""
+    runlog = lake.ops_path("run_log")
+    dups: dict[str, int] = {}
+    if delta.is_delta(spark, runlog):
+        for r in (
+            spark.read.format("delta")
+            .load(runlog)
+            .where(F.col("table").startswith("silver."))
+            .groupBy("table")
+            .agg(F.sum("rows_duplicate").alias("d"))
+            .collect()
+        ):
+            dups[r["table"]] = int(r["d"] or 0)
+    out = []
+    for spec in lake.layer("silver"):
+        bronze = count(spark, lake.path(spec.upstream[0])) or 0
+        silver = count(spark, lake.path(spec.name)) or 0
+        quarantined = count(spark, lake.quarantine_path(spec.name)) or 0
+        out.append(Reconciliation(spec.name, bronze, silver, quarantined, dups.get(spec.name, 0)))
+    return out
+
+
+def table_stats(spark: SparkSession, lake: Lake) -> list[tuple[str, int | None, int, int, int | None]]:
+    """``(table, rows, files, bytes, version)`` of every table of every layer."""
+    rows = []
+    names = [s.name for layer in ("bronze", "silver", "gold") for s in lake.layer(layer)]
+    paths = [(n, lake.path(n)) for n in names]
+    paths += [(f"quarantine.{lake.spec(n).short_name}", lake.quarantine_path(n)) for n in names if n.startswith("silver.")]
+    paths.append(("ops.run_log", lake.ops_path("run_log")))
+    for name, path in paths:
+        files, size = fs.du(spark, path)
+        rows.append((name, count(spark, path), files, size, delta.version(spark, path)))
+    return rows
+
+
+def render(
+    stages: list[tuple[str, float, str]], stats: list[tuple[str, int | None, int, int, int | None]], recon: list[Reconciliation]
+) -> str:
+    """A plain-text summary a person reads at a glance."""
+    lines = ["", "=" * 78, "LAKEHOUSE RUN SUMMARY", "=" * 78, "Stages:"]
+    for name, secs, detail in stages:
+        lines.append(f"  {name:<28}{secs:>8.1f}s  {detail}")
+    lines += ["", f"  {'table':<30}{'rows':>12}{'files':>8}{'MiB':>9}{'version':>9}"]
+    for name, n, files, size, ver in stats:
+        lines.append(f"  {name:<30}{'-' if n is None else n:>12}{files:>8}{size / 2**20:>9.2f}{'-' if ver is None else ver:>9}")
+    lines += ["", "Reconciliation (bronze = silver + quarantined + duplicates):"]
+    for r in recon:
+        mark = "OK" if r.ok else "MISMATCH"
+        lines.append(f"  {r.table:<24} {r.bronze:>9} = {r.silver:>9} + {r.quarantined:>6} + {r.duplicates:>6}   {mark}")
+    lines.append("=" * 78)
+    return "\n".join(lines)

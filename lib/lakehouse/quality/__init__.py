@@ -1,0 +1,1 @@
+"""Data quality: splitting valid from rejected rows, quarantine records, metrics."""

@@ -1,0 +1,141 @@
+"""The run log: one Delta row per job run and table, with inputs, versions and row counts.
+
+Every raw record is accounted for: for a silver table, summed over runs,
+``rows_read == rows_inserted + rows_quarantined + rows_duplicate`` and ``sum(rows_inserted)`` is
+the table's row count. Gold runs record the versions of the silver tables they read, which is how
+the next run knows what changed since.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import uuid
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+from pathlib import Path
+
+from pyspark.sql import Row, SparkSession
+from pyspark.sql import functions as F
+
+from lakehouse.io import delta
+from lakehouse.tables import Lake
+
+log = logging.getLogger(__name__)
+
+SCHEMA = (
+    "run_id string, job string, env string, table string, status string, error string, "
+    "config_hash string, git_commit string, run_date date, started_at timestamp, "
+    "ended_at timestamp, seconds double, inputs array<struct<table:string,version:bigint>>, "
+    "output_version bigint, rows_read bigint, rows_written bigint, rows_inserted bigint, "
+    "rows_updated bigint, rows_quarantined bigint, rows_duplicate bigint"
+)
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    """``YYYYmmddTHHMMSSZ-xxxxxx``: sortable by start time, unique."""
+    now = now or datetime.now(timezone.utc)
+    return f"{now.strftime('%Y%m%dT%H%M%SZ')}-{uuid.uuid4().hex[:6]}"
+
+
+def git_commit() -> str:
+    """``$LAKEHOUSE_GIT_COMMIT`` (set by spark-submit.sh), else ``git rev-parse``, else 'unknown'."""
+    if os.environ.get("LAKEHOUSE_GIT_COMMIT"):
+        return os.environ["LAKEHOUSE_GIT_COMMIT"]
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).resolve().parent, timeout=5
+        )
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+@dataclass
+class TableRun:
+    """What one job did to one table."""
+
+    table: str
+    started_at: datetime
+    status: str = "running"
+    error: str | None = None
+    ended_at: datetime | None = None
+    inputs: dict[str, int | None] = field(default_factory=dict)
+    output_version: int | None = None
+    rows_read: int = 0
+    rows_written: int = 0
+    rows_inserted: int = 0
+    rows_updated: int = 0
+    rows_quarantined: int = 0
+    rows_duplicate: int = 0
+
+    @property
+    def seconds(self) -> float:
+        end = self.ended_at or datetime.now(timezone.utc)
+        return round((end - self.started_at).total_seconds(), 1)
+
+
+class RunLog:
+    """Appends rows to ``ops.run_log`` and answers 'what did the last good run read?'."""
+
+    def __init__(self, spark: SparkSession, lake: Lake, job: str, run_id: str, run_date: date) -> None:
+        self.spark = spark
+        self.lake = lake
+        self.job = job
+        self.run_id = run_id
+        self.run_date = run_date
+        self.path = lake.ops_path("run_log")
+        self.commit = git_commit()
+        self.entries: list[TableRun] = []
+
+    def start(self, table: str) -> TableRun:
+        tr = TableRun(table=table, started_at=datetime.now(timezone.utc))
+        self.entries.append(tr)
+        return tr
+
+    def finish(self, tr: TableRun, status: str = "succeeded", error: str | None = None) -> None:
+        tr.status = status
+        tr.error = error
+        tr.ended_at = datetime.now(timezone.utc)
+        row = Row(
+            run_id=self.run_id,
+            job=self.job,
+            env=self.lake.env.name,
+            table=tr.table,
+            status=tr.status,
+            error=(error or None) and error[:2000],
+            config_hash=self.lake.env.config_hash,
+            git_commit=self.commit,
+            run_date=self.run_date,
+            started_at=tr.started_at.replace(tzinfo=None),
+            ended_at=tr.ended_at.replace(tzinfo=None),
+            seconds=tr.seconds,
+            inputs=[Row(table=k, version=v) for k, v in sorted(tr.inputs.items())],
+            output_version=tr.output_version,
+            rows_read=tr.rows_read,
+            rows_written=tr.rows_written,
+            rows_inserted=tr.rows_inserted,
+            rows_updated=tr.rows_updated,
+            rows_quarantined=tr.rows_quarantined,
+            rows_duplicate=tr.rows_duplicate,
+        )
+        schema = delta.schema_of(self.spark, SCHEMA)
+        delta.ensure_table(self.spark, self.path, schema, comment="One row per job run and table")
+        delta.append(self.spark.createDataFrame([row], schema), self.path)
+
+    def last_inputs(self, table: str) -> dict[str, int] | None:
+        """Input versions of the latest successful run that wrote ``table`` (None: never ran)."""
+        if not delta.is_delta(self.spark, self.path):
+            return None
+        row = (
+            self.spark.read.format("delta")
+            .load(self.path)
+            .where((F.col("table") == table) & (F.col("status") == "succeeded"))
+            .orderBy(F.col("ended_at").desc(), F.col("run_id").desc())
+            .select("inputs")
+            .first()
+        )
+        if row is None:
+            return None
+        return {r["table"]: r["version"] for r in row["inputs"]}

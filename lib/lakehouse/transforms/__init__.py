@@ -1,0 +1,1 @@
+"""Generic, pure transformations: ``Column -> Column`` helpers and ``DataFrame -> DataFrame`` steps."""

@@ -1,0 +1,33 @@
+"""Packaging for the `lakehouse` library (lib/lakehouse)."""
+
+from __future__ import annotations
+
+from setuptools import find_packages, setup
+
+setup(
+    name="lakehouse",
+    version="0.1.0",
+    description="PySpark + Delta Lake lakehouse: card payments of an online marketplace",
+    package_dir={"": "lib"},
+    packages=find_packages("lib"),
+    python_requires=">=3.10",
+    install_requires=[
+        # A compatible pair: delta-spark 4.4.x supports pyspark <=4.2.0. Maven Central serves the
+        # matching jar io.delta:delta-spark_4.2_2.13 at 4.4.0 (4.4.1 exists only on PyPI), so both
+        # sides are pinned to 4.4.0: the Python API and the JVM jar must be the same release.
+        "pyspark==4.2.0",
+        "delta-spark==4.4.0",
+        "importlib_metadata<=8.7.1",
+        "pyyaml>=6.0",
+    ],
+    extras_require={
+        "dev": [
+            "pytest>=8",
+            "chispa==0.12.0",
+            "ruff>=0.6",
+            "deltalake>=1.0",  # delta-rs: an independent reader for the tables we write
+            "pandas<3",  # deltalake -> pandas; PySpark 4.2 warns on pandas 3
+            "pyarrow>=15",
+        ],
+    },
+)
