@@ -21,15 +21,16 @@ while [[ $# -gt 0 ]]; do
     *) break ;;
   esac
 done
+known_jobs() { (cd "$HERE/jobs" && ls *.py | sed 's/\.py$//' | paste -sd, - | sed 's/,/, /g'); }
 JOB="${1:-}"
 if [[ -z "$JOB" ]]; then
-  echo "spark-submit.sh: no job given (known: $(cd "$HERE/jobs" && ls *.py | sed 's/\.py$//' | tr '\n' ' '))" >&2
+  echo "spark-submit.sh: no job given (known: $(known_jobs))" >&2
   exit 2
 fi
 shift
 JOB_FILE="$HERE/jobs/$JOB.py"
 if [[ ! -f "$JOB_FILE" ]]; then
-  echo "spark-submit.sh: unknown job '$JOB' (known: $(cd "$HERE/jobs" && ls *.py | sed 's/\.py$//' | tr '\n' ' '))" >&2
+  echo "spark-submit.sh: unknown job '$JOB' (known: $(known_jobs))" >&2
   exit 2
 fi
 

@@ -150,6 +150,18 @@ def sql_in(column: str, values: Sequence[date | int]) -> str:
     return f"{column} IN ({', '.join(parts)})"
 
 
+def replace_where_equals(df: DataFrame, path: str, column: str, value: str) -> None:
+    """Atomically replace the rows with ``column = value`` by ``df`` (which may be empty).
+
+    ``value`` must be a plain token (letters, digits, ``-_:.``): it is written into the predicate.
+    """
+    import re
+
+    if not column.isidentifier() or not re.fullmatch(r"[A-Za-z0-9_.:-]+", value):
+        raise PipelineError(f"replaceWhere {column} = {value!r}: not a plain column and token")
+    df.write.format("delta").mode("overwrite").option("replaceWhere", f"{column} = '{value}'").save(path)
+
+
 def replace_partitions(spark: SparkSession, df: DataFrame, path: str, column: str, values: Sequence[date | int]) -> dict[str, int]:
     """Atomically replace the partitions ``column IN values`` with ``df``."""
     (df.write.format("delta").mode("overwrite").option("replaceWhere", sql_in(column, values)).save(path))

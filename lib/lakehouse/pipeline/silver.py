@@ -15,6 +15,7 @@ valid row that did not become a new row of silver (an exact re-send, or an older
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import logging
 from typing import Any
@@ -130,12 +131,13 @@ def process_batch(spark: SparkSession, lake: Lake, spec: TableSpec, batch: DataF
             return
         valid, rejected = split_valid(checked)
         quarantined = rejected.count()
-        if quarantined:
-            delta.append(
-                quarantine_rows(rejected, spec.name, run_id, batch_id),
-                lake.quarantine_path(spec.name),
-                txn=(f"{spec.name}:quarantine:{lake.checkpoint('silver', spec.name)}", batch_id),
-            )
+        # Replace (not append) this batch's quarantine rows: a retry after a failed attempt
+        # overwrites what that attempt wrote. The MERGE comes last.
+        stream = hashlib.sha1(lake.checkpoint("silver", spec.name).encode()).hexdigest()[:12]
+        key = f"{stream}-{batch_id}"
+        qpath = lake.quarantine_path(spec.name)
+        if quarantined or spark.read.format("delta").load(qpath).where(F.col("batch_key") == key).limit(1).count():
+            delta.replace_where_equals(quarantine_rows(rejected, spec.name, run_id, key), qpath, "batch_key", key)
         valid_n = read - quarantined
         inserted = updated = 0
         if valid_n:

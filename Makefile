@@ -1,0 +1,52 @@
+# The lakehouse's entry points. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat setup.py | sha1sum | cut -c1-12)
+WARM := $(VENV)/.warmed-$(shell cat conf/env/base.yaml | sha1sum | cut -c1-12)
+SCALE ?= 0.1
+DAYS ?= 30
+ENV ?= local
+export SPARK_LOCAL_IP ?= 127.0.0.1
+
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@echo "  variables: SCALE=$(SCALE) DAYS=$(DAYS) ENV=$(ENV) LAKEHOUSE_ROOT=$${LAKEHOUSE_ROOT:-./lakehouse-data}"
+
+$(STAMP): setup.py
+	@command -v java >/dev/null || { echo "error: java not found: install Java 17" >&2; exit 2; }
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@rm -f $(VENV)/.installed-* && touch $@
+
+$(WARM): $(STAMP) conf/env/base.yaml
+	$(PY) -m lakehouse.cli warm --env local
+	@rm -f $(VENV)/.warmed-* && touch $@
+
+setup: $(WARM) ## Create .venv, install the package and test tools, resolve the Delta jars once
+
+demo: setup ## Generate the sample raw zone and build every layer locally, then print a summary
+	./spark-submit.sh --env $(ENV) generate_raw --scale $(SCALE) --days $(DAYS)
+	./spark-submit.sh --env $(ENV) pipeline
+
+test: setup ## Run the test suite (unit and integration, local Spark)
+	$(PY) -m pytest -q
+
+lint: setup ## ruff check and format check
+	$(VENV)/bin/ruff check lib jobs tests bench
+	$(VENV)/bin/ruff format --check lib jobs tests bench
+
+bench: setup ## Benchmarks that print figures (bench/)
+	$(PY) bench/pipeline_scale.py --scale $(SCALE)
+
+clean-lake: ## Delete the local lake (./lakehouse-data or $$LAKEHOUSE_ROOT if a local path)
+	rm -rf "$${LAKEHOUSE_ROOT:-./lakehouse-data}"
+
+clean: ## Remove build outputs (keeps .venv and the lake)
+	rm -rf build .pytest_cache .ruff_cache
+
+.PHONY: help setup demo test lint bench clean clean-lake

@@ -1,0 +1,26 @@
+"""Helpers for the integration tests (a deliberately broken transform, table snapshots)."""
+
+from __future__ import annotations
+
+from pyspark.sql import DataFrame, SparkSession
+
+from lakehouse.io import delta
+from lakehouse.tables import Lake
+
+
+def broken_transactions(batch: DataFrame, fx_rates: DataFrame, reporting_currency: str = "EUR") -> DataFrame:
+    """Returns a frame that does not match the declared schema: the write must be refused."""
+    from lakehouse.payments.silver import build_transactions
+
+    return build_transactions(batch, fx_rates, reporting_currency).drop("amount_reporting")
+
+
+def all_tables(lake: Lake) -> list[tuple[str, str]]:
+    names = [s.name for layer in ("bronze", "silver", "gold") for s in lake.layer(layer)]
+    out = [(n, lake.path(n)) for n in names]
+    out += [(f"quarantine.{lake.spec(n).short_name}", lake.quarantine_path(n)) for n in names if n.startswith("silver.")]
+    return out
+
+
+def versions(spark: SparkSession, lake: Lake) -> dict[str, int | None]:
+    return {name: delta.version(spark, path) for name, path in all_tables(lake)}

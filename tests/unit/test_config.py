@@ -1,0 +1,134 @@
+"""Config is checked before Spark starts: every error names the file and the key."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from lakehouse.config import interpolate, load_env, load_tables
+from lakehouse.errors import ConfigError
+from lakehouse.tables import Lake
+from tests.conftest import CONF
+
+
+@pytest.fixture
+def conf(tmp_path: Path) -> Path:
+    dst = tmp_path / "conf"
+    shutil.copytree(CONF, dst)
+    return dst
+
+
+def test_env_overlay_interpolation_and_overrides(conf: Path) -> None:
+    env = load_env(
+        conf, "local", ["spark.sql.shuffle.partitions=3", "reporting_currency=usd"], environ={"LAKEHOUSE_ROOT": "s3a://bucket/lake"}
+    )
+    assert env.lake_root == "s3a://bucket/lake"
+    assert env.paths.raw == "s3a://bucket/lake/raw"
+    assert env.paths.tables == "s3a://bucket/lake/tables"
+    assert env.spark.conf["spark.sql.shuffle.partitions"] == "3"
+    assert env.spark.conf["spark.sql.extensions"] == "io.delta.sql.DeltaSparkSessionExtension"  # from base
+    assert env.spark.master == "local[2]"
+    assert env.reporting_currency == "USD"
+    cluster = load_env(conf, "cluster", environ={"SPARK_MASTER_URL": "spark://10.0.0.1:7077"})
+    assert cluster.spark.master == "spark://10.0.0.1:7077"
+    assert cluster.spark.conf["spark.sql.shuffle.partitions"] == "64"
+
+
+def test_default_lake_root_is_local_and_absolute(conf: Path) -> None:
+    env = load_env(conf, "local", environ={})
+    assert env.lake_root.endswith("/lakehouse-data") and env.lake_root.startswith("/")
+
+
+def test_config_hash_changes_with_settings(conf: Path) -> None:
+    a = load_env(conf, "local", environ={})
+    b = load_env(conf, "local", ["spark.sql.shuffle.partitions=3"], environ={})
+    assert a.config_hash != b.config_hash
+    assert a.config_hash == load_env(conf, "local", environ={}).config_hash
+
+
+def test_interpolation_without_default_names_file_and_key() -> None:
+    with pytest.raises(ConfigError, match=r"f.yaml: lake_root: environment variable NOPE is not set"):
+        interpolate("${NOPE}/x", "f.yaml", "lake_root", {})
+    assert interpolate("${A:-d}/${B}", "f", "k", {"B": "b"}) == "d/b"
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "problem"),
+    [
+        ("lake_rot: /x\n", "lake_rot", "unknown key"),
+        ("spark:\n  master: 3\n", "spark.master", "expected str"),
+        ("spark:\n  mastr: local\n", "spark.mastr", "unknown key"),
+        ("reporting_currency: EURO\n", "reporting_currency", "not an ISO 4217 code"),
+        ("spark: [1, 2\n", "line", "not valid YAML"),
+        ("paths:\n  rw: /x\n", "paths.rw", "unknown key"),
+    ],
+)
+def test_bad_env_file_names_file_and_key(conf: Path, text: str, key: str, problem: str) -> None:
+    (conf / "env" / "local.yaml").write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_env(conf, "local", environ={})
+    assert info.value.file.endswith("local.yaml")
+    assert key in (info.value.key or "")
+    assert problem in info.value.problem
+
+
+def test_unknown_environment(conf: Path) -> None:
+    with pytest.raises(ConfigError, match="unknown environment 'prod' .known: cluster, local"):
+        load_env(conf, "prod")
+
+
+def test_bad_override(conf: Path) -> None:
+    with pytest.raises(ConfigError, match="--conf: nonsense: unknown key"):
+        load_env(conf, "local", ["nonsense=1"], environ={})
+
+
+def test_tables_load_and_resolve(conf: Path) -> None:
+    tables = load_tables(conf)
+    tx = tables["silver.transactions"]
+    assert tx.keys == ("transaction_id",)
+    assert tx.partition_by == ("event_date",)
+    assert tx.upstream == ("bronze.transactions", "silver.fx_rates")
+    assert tx.transform_fn().__name__ == "build_transactions"
+    lake = Lake(load_env(conf, "local", ["lake_root=/lake"], environ={}), tables)
+    assert lake.path("silver.transactions") == "/lake/tables/silver/transactions"
+    assert lake.quarantine_path("silver.transactions") == "/lake/tables/quarantine/transactions"
+    assert lake.raw_path("bronze.transactions") == "/lake/raw/transactions"
+    order = [s.name for s in lake.layer("silver")]
+    assert order.index("silver.fx_rates") < order.index("silver.transactions")
+
+
+def _edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new, 1))
+
+
+@pytest.mark.parametrize(
+    ("file", "old", "new", "key", "problem"),
+    [
+        ("silver/transactions.yaml", "owner:", "ownr:", "ownr", "unknown key"),
+        ("silver/transactions.yaml", "owner: payments-data@marketplace.example\n", "", "owner", "required key is missing"),
+        ("silver/transactions.yaml", "keys: [transaction_id]", "keys: transaction_id", "keys", "expected list"),
+        ("silver/transactions.yaml", "silver.fx_rates]", "silver.fx_ratez]", "upstream[1]", "unknown table 'silver.fx_ratez'"),
+        ("silver/transactions.yaml", "amount decimal(18,2),", "amount decimal(18,2,", "schema", "unparseable DDL"),
+        ("silver/transactions.yaml", "build_transactions", "build_transactionz", "transform", "has no function"),
+        ("silver/transactions.yaml", "partition_by: [event_date]", "partition_by: [event_day]", "partition_by", "not in the schema"),
+        ("silver/transactions.yaml", "mode: merge", "mode: overwrite", "mode", "not valid for silver"),
+        ("bronze/transactions.yaml", "format: json", "format: xml", "source.format", "'xml' is not one of"),
+    ],
+)
+def test_bad_table_file_names_file_and_key(conf: Path, file: str, old: str, new: str, key: str, problem: str) -> None:
+    _edit(conf / "tables" / file, old, new)
+    with pytest.raises(ConfigError) as info:
+        load_tables(conf)
+    assert info.value.file.endswith(file)
+    assert info.value.key == key
+    assert problem in info.value.problem
+
+
+def test_unknown_table_name_lists_known(conf: Path) -> None:
+    lake = Lake(load_env(conf, "local", environ={}), load_tables(conf))
+    with pytest.raises(Exception, match="unknown table 'silver.nope' .known: bronze.chargebacks"):
+        lake.path("silver.nope")

@@ -1,0 +1,132 @@
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+
+from chispa import assert_df_equality
+from pyspark.sql import DataFrame, SparkSession
+
+from lakehouse.payments.gold import customer_360, merchant_daily_kpis, with_recency
+
+TX = "transaction_id string, customer_id string, merchant_id string, event_date date, amount_reporting decimal(18,2), status string"
+
+
+def _tables(spark: SparkSession) -> dict[str, DataFrame]:
+    d1, d2 = date(2026, 1, 1), date(2026, 1, 2)
+    tx = spark.createDataFrame(
+        [
+            ("t1", "C1", "M1", d1, Decimal("10.00"), "approved"),
+            ("t2", "C2", "M1", d1, Decimal("30.00"), "approved"),
+            ("t3", "C1", "M1", d1, Decimal("20.00"), "declined"),
+            ("t4", "C1", "M1", d1, Decimal("100.00"), "approved"),
+            ("t5", "C1", "M2", d2, Decimal("5.00"), "approved"),
+        ],
+        TX,
+    )
+    cb = spark.createDataFrame(
+        [("cb1", "t4", Decimal("100.00"))], "chargeback_id string, transaction_id string, amount_reporting decimal(18,2)"
+    )
+    merchants = spark.createDataFrame(
+        [("M1", "Nova Shop", "electronics"), ("M2", "Blue Books", "books")], "merchant_id string, merchant_name string, category string"
+    )
+    customers = spark.createDataFrame(
+        [
+            ("C1", "Anna", "Old", "DE", "Bonn", date(2025, 1, 1), datetime(2025, 1, 1), False),
+            ("C1", "Anna", "Müller", "DE", "Berlin", date(2025, 1, 1), datetime(2026, 1, 1), True),
+            ("C2", "Ben", "Smith", "GB", "London", date(2025, 6, 1), datetime(2025, 6, 1), True),
+            ("C3", "Cleo", "Nopay", "FR", "Paris", date(2025, 6, 1), datetime(2025, 6, 1), True),
+        ],
+        "customer_id string, first_name string, last_name string, country_code string, city string, signup_date date, "
+        "valid_from timestamp, is_current boolean",
+    )
+    return {"transactions": tx, "chargebacks": cb, "merchants": merchants, "customers": customers}
+
+
+def test_merchant_daily_kpis_full_build(spark: SparkSession) -> None:
+    got = merchant_daily_kpis(_tables(spark), None)
+    expected = spark.createDataFrame(
+        [
+            (
+                date(2026, 1, 1),
+                "M1",
+                "Nova Shop",
+                "electronics",
+                4,
+                3,
+                Decimal("140.00"),
+                0.75,
+                1,
+                0.3333,
+                2,
+                Decimal("25.00"),
+                Decimal("89.50"),
+            ),
+            (date(2026, 1, 2), "M2", "Blue Books", "books", 1, 1, Decimal("5.00"), 1.0, 0, 0.0, 1, Decimal("5.00"), Decimal("5.00")),
+        ],
+        "event_date date, merchant_id string, merchant_name string, category string, transactions bigint, approved bigint, "
+        "amount_reporting decimal(18,2), approval_rate double, chargebacks bigint, chargeback_rate double, distinct_customers bigint, "
+        "p50_amount decimal(18,2), p95_amount decimal(18,2)",
+    )
+    assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_merchant_daily_kpis_only_recomputes_affected_dates(spark: SparkSession) -> None:
+    tables = _tables(spark)
+    changes = {
+        "transactions": spark.createDataFrame([(date(2026, 1, 2), "insert")], "event_date date, _change_type string"),
+    }
+    got = merchant_daily_kpis(tables, changes)
+    assert [r.event_date for r in got.select("event_date").distinct().collect()] == [date(2026, 1, 2)]
+    # a chargeback on a day-1 payment touches day 1 only
+    changes = {"chargebacks": spark.createDataFrame([("t4", "insert")], "transaction_id string, _change_type string")}
+    got = merchant_daily_kpis(tables, changes)
+    assert [r.event_date for r in got.select("event_date").distinct().collect()] == [date(2026, 1, 1)]
+
+
+def test_customer_360(spark: SparkSession) -> None:
+    got = customer_360(_tables(spark), None).drop("first_name", "last_name", "signup_date", "attributes_since")
+    expected = spark.createDataFrame(
+        [
+            (
+                "C1",
+                "DE",
+                "Berlin",
+                3,
+                Decimal("115.00"),
+                Decimal("100.00"),
+                Decimal("15.00"),
+                1,
+                Decimal("38.33"),
+                date(2026, 1, 1),
+                date(2026, 1, 2),
+                ["electronics", "books"],
+            ),
+            (
+                "C2",
+                "GB",
+                "London",
+                1,
+                Decimal("30.00"),
+                Decimal("0.00"),
+                Decimal("30.00"),
+                0,
+                Decimal("30.00"),
+                date(2026, 1, 1),
+                date(2026, 1, 1),
+                ["electronics"],
+            ),
+            ("C3", "FR", "Paris", 0, Decimal("0.00"), Decimal("0.00"), Decimal("0.00"), 0, None, None, None, []),
+        ],
+        "customer_id string, country_code string, city string, frequency bigint, gross_spend decimal(18,2), "
+        "charged_back decimal(18,2), lifetime_value decimal(18,2), chargebacks bigint, avg_amount decimal(18,2), "
+        "first_transaction_date date, last_transaction_date date, favourite_categories array<string>",
+    )
+    assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
+    recency = with_recency(customer_360(_tables(spark), None), date(2026, 1, 12)).where("customer_id = 'C1'").first()
+    assert recency.recency_days == 10
+
+
+def test_customer_360_incremental_keys(spark: SparkSession) -> None:
+    changes = {"customers": spark.createDataFrame([("C2", "insert")], "customer_id string, _change_type string")}
+    got = customer_360(_tables(spark), changes)
+    assert [r.customer_id for r in got.collect()] == ["C2"]
