@@ -12,6 +12,8 @@ import logging
 import os
 import subprocess
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -93,6 +95,17 @@ class RunLog:
         tr = TableRun(table=table, started_at=datetime.now(timezone.utc))
         self.entries.append(tr)
         return tr
+
+    @contextmanager
+    def track(self, table: str) -> Iterator[TableRun]:
+        """Log the work on ``table``: 'succeeded' when the block ends, 'failed' with the error if it raises."""
+        tr = self.start(table)
+        try:
+            yield tr
+        except Exception as exc:
+            self.finish(tr, "failed", f"{type(exc).__name__}: {exc}")
+            raise
+        self.finish(tr)
 
     def finish(self, tr: TableRun, status: str = "succeeded", error: str | None = None) -> None:
         tr.status = status

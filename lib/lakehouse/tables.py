@@ -9,7 +9,7 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from lakehouse.config import LAYERS, EnvConfig, TableSpec
@@ -53,6 +53,10 @@ class Lake:
 
     def checkpoint(self, job: str, name: str) -> str:
         return f"{self.env.paths.checkpoints}/{job}/{name}"
+
+    def select(self, layer: str, names: Sequence[str] | None = None) -> list[TableSpec]:
+        """The tables of ``layer`` in build order, restricted to ``names`` when given."""
+        return [s for s in self.layer(layer) if not names or s.name in names]
 
     def layer(self, layer: str) -> list[TableSpec]:
         """The tables of one layer, each after the same-layer tables it reads (topological)."""

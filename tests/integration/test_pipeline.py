@@ -40,6 +40,8 @@ class Built:
     env: EnvConfig
     lake: Lake
     params: GeneratorParams
+    # records landed by hand (not by the generator), per source: records, landed, quarantined, duplicates
+    extra: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)
 
 
 def run_pipeline(built: Built, *args: str) -> None:
@@ -63,6 +65,9 @@ def expected_totals(spark: SparkSession, built: Built) -> dict[str, dict[str, in
             totals[source]["records"] += v["records"]
             for k in ("landed", "quarantined", "duplicates"):
                 totals[source][k] += v["expected"][k]
+    for source, extra in built.extra.items():
+        for k, n in extra.items():
+            totals[source][k] += n
     return totals
 
 
@@ -195,7 +200,9 @@ def test_scd2_history_of_a_customer_updated_twice(spark: SparkSession, built: Bu
             row.format(email="anna@newer.example", street="2 Newer Street", ts="2026-02-11 18:30:00", **fmt),
         ],
     )
+    built.extra["customers"] = {"records": 3, "landed": 2, "quarantined": 0, "duplicates": 1}
     run_pipeline(built)
+    check_accounting(spark, built)
     hist = spark.read.format("delta").load(lake.path("silver.customers")).where("customer_id = 'C00000007'").orderBy("valid_from")
     got = [(r.email, r.valid_from.isoformat(sep=" "), r.valid_to and r.valid_to.isoformat(sep=" "), r.is_current) for r in hist.collect()]
     assert got[-3:] == [

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import date
+from functools import reduce
 
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
@@ -24,6 +25,14 @@ def _changed(changes: Mapping[str, DataFrame], name: str) -> DataFrame | None:
     if df is None:
         return None
     return df.where(F.col("_change_type").isin("insert", "update_postimage", "delete", "update_preimage"))
+
+
+def _distinct_keys(parts: list[DataFrame], any_df: DataFrame, ddl: str) -> DataFrame:
+    """The distinct non-null values of the one column of ``parts`` (empty frame of ``ddl`` if none)."""
+    if not parts:
+        return any_df.sparkSession.createDataFrame([], ddl)
+    out = reduce(DataFrame.unionByName, parts)
+    return out.where(F.col(out.columns[0]).isNotNull()).distinct()
 
 
 def affected_event_dates(tables: Mapping[str, DataFrame], changes: Mapping[str, DataFrame]) -> DataFrame:
@@ -40,12 +49,7 @@ def affected_event_dates(tables: Mapping[str, DataFrame], changes: Mapping[str, 
     if m_changes is not None:
         tx = tables["transactions"].select("merchant_id", "event_date")
         parts.append(m_changes.select("merchant_id").distinct().join(tx, "merchant_id").select("event_date"))
-    if not parts:
-        return tables["transactions"].sparkSession.createDataFrame([], "event_date date")
-    out = parts[0]
-    for p in parts[1:]:
-        out = out.unionByName(p)
-    return out.where(F.col("event_date").isNotNull()).distinct()
+    return _distinct_keys(parts, tables["transactions"], "event_date date")
 
 
 def merchant_daily_kpis(tables: Mapping[str, DataFrame], changes: Mapping[str, DataFrame] | None) -> DataFrame:
@@ -104,12 +108,7 @@ def affected_customers(tables: Mapping[str, DataFrame], changes: Mapping[str, Da
     if m_changes is not None:
         tx = tables["transactions"].select("merchant_id", "customer_id")
         parts.append(m_changes.select("merchant_id").distinct().join(tx, "merchant_id").select("customer_id"))
-    if not parts:
-        return tables["customers"].sparkSession.createDataFrame([], "customer_id string")
-    out = parts[0]
-    for p in parts[1:]:
-        out = out.unionByName(p)
-    return out.where(F.col("customer_id").isNotNull()).distinct()
+    return _distinct_keys(parts, tables["customers"], "customer_id string")
 
 
 def customer_360(tables: Mapping[str, DataFrame], changes: Mapping[str, DataFrame] | None) -> DataFrame:

@@ -34,9 +34,8 @@ def with_ingest_metadata(df: DataFrame, run_id: str) -> DataFrame:
 
 def ingest_table(spark: SparkSession, lake: Lake, spec: TableSpec, runlog: RunLog) -> int:
     """Ingest the new raw files of one bronze table; return the number of records added."""
-    tr = runlog.start(spec.name)
     path = lake.path(spec.name)
-    try:
+    with runlog.track(spec.name) as tr:
         raw = lake.raw_path(spec.name)
         check_landing_folder(spark, raw, spec.name)
         before = delta.version(spark, path)
@@ -57,19 +56,11 @@ def ingest_table(spark: SparkSession, lake: Lake, spec: TableSpec, runlog: RunLo
         tr.output_version = delta.version(spark, path)
         if tr.output_version == before:
             log.info("%s: no new raw files", spec.name)
-        runlog.finish(tr)
-        return rows
-    except Exception as exc:
-        runlog.finish(tr, "failed", f"{type(exc).__name__}: {exc}")
-        raise
+        else:
+            log.info("%s: %d new records (version %s)", spec.name, rows, tr.output_version)
+    return rows
 
 
 def run(spark: SparkSession, lake: Lake, runlog: RunLog, tables: list[str] | None = None) -> dict[str, int]:
     """Ingest every bronze table (or the named ones), in order."""
-    out: dict[str, int] = {}
-    for spec in lake.layer("bronze"):
-        if tables and spec.name not in tables:
-            continue
-        out[spec.name] = ingest_table(spark, lake, spec, runlog)
-        log.info("%s: %d new records", spec.name, out[spec.name])
-    return out
+    return {spec.name: ingest_table(spark, lake, spec, runlog) for spec in lake.select("bronze", tables)}

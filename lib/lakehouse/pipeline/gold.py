@@ -37,8 +37,7 @@ def changes_since(spark: SparkSession, path: str, last: int | None, current: int
 
 
 def build_table(spark: SparkSession, lake: Lake, spec: TableSpec, runlog: RunLog) -> TableRun:
-    tr = runlog.start(spec.name)
-    try:
+    with runlog.track(spec.name) as tr:
         path = lake.path(spec.name)
         current: dict[str, int] = {}
         for u in spec.upstream:
@@ -61,7 +60,6 @@ def build_table(spark: SparkSession, lake: Lake, spec: TableSpec, runlog: RunLog
             if not changes:
                 log.info("%s: silver unchanged since the last run: nothing to do", spec.name)
                 tr.output_version = delta.version(spark, path)
-                runlog.finish(tr)
                 return tr
             log.info("%s: incremental from %s", spec.name, {k: (last.get(k), current[k]) for k in current})
         out = spec.transform_fn()(tables, changes)
@@ -86,17 +84,9 @@ def build_table(spark: SparkSession, lake: Lake, spec: TableSpec, runlog: RunLog
         finally:
             out.unpersist()
         tr.output_version = delta.version(spark, path)
-        runlog.finish(tr)
-        return tr
-    except Exception as exc:
-        runlog.finish(tr, "failed", f"{type(exc).__name__}: {exc}")
-        raise
+    return tr
 
 
 def run(spark: SparkSession, lake: Lake, runlog: RunLog, tables: list[str] | None = None) -> dict[str, TableRun]:
-    out: dict[str, TableRun] = {}
-    for spec in lake.layer("gold"):
-        if tables and spec.name not in tables:
-            continue
-        out[spec.name] = build_table(spark, lake, spec, runlog)
-    return out
+    """Build every gold table (or the named ones)."""
+    return {spec.name: build_table(spark, lake, spec, runlog) for spec in lake.select("gold", tables)}

@@ -164,8 +164,7 @@ def process_batch(spark: SparkSession, lake: Lake, spec: TableSpec, batch: DataF
 
 def build_table(spark: SparkSession, lake: Lake, spec: TableSpec, runlog: RunLog) -> TableRun:
     """Process everything bronze added since the last run, for one silver table."""
-    tr = runlog.start(spec.name)
-    try:
+    with runlog.track(spec.name) as tr:
         ensure_silver(spark, lake, spec)
         driver = spec.upstream[0]
         if not delta.is_delta(spark, lake.path(driver)):
@@ -181,17 +180,9 @@ def build_table(spark: SparkSession, lake: Lake, spec: TableSpec, runlog: RunLog
         )
         query.awaitTermination()
         tr.output_version = delta.version(spark, lake.path(spec.name))
-        runlog.finish(tr)
-        return tr
-    except Exception as exc:
-        runlog.finish(tr, "failed", f"{type(exc).__name__}: {exc}")
-        raise
+    return tr
 
 
 def run(spark: SparkSession, lake: Lake, runlog: RunLog, tables: list[str] | None = None) -> dict[str, TableRun]:
-    out: dict[str, TableRun] = {}
-    for spec in lake.layer("silver"):
-        if tables and spec.name not in tables:
-            continue
-        out[spec.name] = build_table(spark, lake, spec, runlog)
-    return out
+    """Build every silver table (or the named ones), each after the silver tables it reads."""
+    return {spec.name: build_table(spark, lake, spec, runlog) for spec in lake.select("silver", tables)}
