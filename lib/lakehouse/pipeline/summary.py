@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from delta.tables import DeltaTable
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from lakehouse.io import delta, fs
+from lakehouse.io import delta
 from lakehouse.tables import Lake
 
 
@@ -54,15 +55,18 @@ def reconcile(spark: SparkSession, lake: Lake) -> list[Reconciliation]:
 
 
 def table_stats(spark: SparkSession, lake: Lake) -> list[tuple[str, int | None, int, int, int | None]]:
-    """``(table, rows, files, bytes, version)`` of every table of every layer."""
+    """``(table, rows, data files, data bytes, version)`` of every table (Delta's own detail)."""
     rows = []
     names = [s.name for layer in ("bronze", "silver", "gold") for s in lake.layer(layer)]
     paths = [(n, lake.path(n)) for n in names]
     paths += [(f"quarantine.{lake.spec(n).short_name}", lake.quarantine_path(n)) for n in names if n.startswith("silver.")]
     paths.append(("ops.run_log", lake.ops_path("run_log")))
     for name, path in paths:
-        files, size = fs.du(spark, path)
-        rows.append((name, count(spark, path), files, size, delta.version(spark, path)))
+        if not delta.is_delta(spark, path):
+            rows.append((name, None, 0, 0, None))
+            continue
+        detail = DeltaTable.forPath(spark, path).detail().select("numFiles", "sizeInBytes").first()
+        rows.append((name, count(spark, path), int(detail.numFiles), int(detail.sizeInBytes), delta.version(spark, path)))
     return rows
 
 
@@ -73,7 +77,7 @@ def render(
     lines = ["", "=" * 78, "LAKEHOUSE RUN SUMMARY", "=" * 78, "Stages:"]
     for name, secs, detail in stages:
         lines.append(f"  {name:<28}{secs:>8.1f}s  {detail}")
-    lines += ["", f"  {'table':<30}{'rows':>12}{'files':>8}{'MiB':>9}{'version':>9}"]
+    lines += ["", f"  {'table':<30}{'rows':>12}{'files':>8}{'MiB':>9}{'version':>9}   (data files of the current version)"]
     for name, n, files, size, ver in stats:
         lines.append(f"  {name:<30}{'-' if n is None else n:>12}{files:>8}{size / 2**20:>9.2f}{'-' if ver is None else ver:>9}")
     lines += ["", "Reconciliation (bronze = silver + quarantined + duplicates):"]
