@@ -6,7 +6,7 @@ from decimal import Decimal
 from chispa import assert_df_equality
 from pyspark.sql import DataFrame, SparkSession
 
-from lakehouse.payments.gold import customer_360, merchant_daily_kpis, with_recency
+from lakehouse.payments.gold import changed_keys, customer_360, merchant_daily_kpis, with_recency
 
 TX = "transaction_id string, customer_id string, merchant_id string, event_date date, amount_reporting decimal(18,2), status string"
 
@@ -130,3 +130,22 @@ def test_customer_360_incremental_keys(spark: SparkSession) -> None:
     changes = {"customers": spark.createDataFrame([("C2", "insert")], "customer_id string, _change_type string")}
     got = customer_360(_tables(spark), changes)
     assert [r.customer_id for r in got.collect()] == ["C2"]
+
+
+def test_changed_keys_ignores_updates_of_other_columns(spark: SparkSession) -> None:
+    cdf = spark.createDataFrame(
+        [
+            ("M1", "Nova", "electronics", 0.1, "update_preimage", 3),
+            ("M1", "Nova", "electronics", 0.9, "update_postimage", 3),  # only the risk score changed
+            ("M2", "Blue", "books", 0.1, "update_preimage", 3),
+            ("M2", "Blue Books", "books", 0.1, "update_postimage", 3),  # renamed
+            ("M3", "New", "books", 0.5, "insert", 3),
+        ],
+        "merchant_id string, merchant_name string, category string, risk_score double, _change_type string, _commit_version bigint",
+    )
+    assert sorted(r[0] for r in changed_keys(cdf, "merchant_id", ["merchant_name"]).collect()) == ["M2", "M3"]
+    assert sorted({r[0] for r in changed_keys(cdf, "merchant_id").collect()}) == ["M1", "M2", "M3"]
+    tables = _tables(spark)
+    assert merchant_daily_kpis(tables, {"merchants": cdf.where("merchant_id = 'M1'")}).count() == 0
+    renamed = merchant_daily_kpis(tables, {"merchants": cdf.where("merchant_id = 'M2'")})
+    assert [r.event_date for r in renamed.select("event_date").distinct().collect()] == [date(2026, 1, 2)]

@@ -12,44 +12,69 @@ Example (in a notebook)::
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import date
 from functools import reduce
 
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-
-def _changed(changes: Mapping[str, DataFrame], name: str) -> DataFrame | None:
-    df = changes.get(name)
-    if df is None:
-        return None
-    return df.where(F.col("_change_type").isin("insert", "update_postimage", "delete", "update_preimage"))
+_CHANGE_TYPES = ("insert", "delete", "update_preimage", "update_postimage")
 
 
-def _distinct_keys(parts: list[DataFrame], any_df: DataFrame, ddl: str) -> DataFrame:
-    """The distinct non-null values of the one column of ``parts`` (empty frame of ``ddl`` if none)."""
+def changed_keys(changes: DataFrame, key: str, columns: Sequence[str] | None = None) -> DataFrame:
+    """Keys of a change-data-feed frame whose row was inserted, deleted, or updated in ``columns``.
+
+    With ``columns`` None any update counts. Otherwise an update counts only if one of ``columns``
+    differs between its pre- and post-image (a merchant's new risk score does not change its name).
+    """
+    kind = F.col("_change_type")
+    if not columns:
+        return changes.where(kind.isin(*_CHANGE_TYPES)).select(key)
+    values = F.struct(*[F.col(c) for c in columns])
+    pre = changes.where(kind == "update_preimage").select(key, "_commit_version", values.alias("__before"))
+    post = changes.where(kind == "update_postimage").select(key, "_commit_version", values.alias("__after"))
+    updated = pre.join(post, [key, "_commit_version"]).where(~F.col("__before").eqNullSafe(F.col("__after"))).select(key)
+    return changes.where(kind.isin("insert", "delete")).select(key).unionByName(updated)
+
+
+# How a change in an upstream table reaches the transactions it concerns.
+_JOIN_KEY = {"transactions": "transaction_id", "chargebacks": "transaction_id", "merchants": "merchant_id", "customers": "customer_id"}
+
+
+def affected_values(
+    tables: Mapping[str, DataFrame],
+    changes: Mapping[str, DataFrame],
+    column: str,
+    relevant: Mapping[str, Sequence[str]] | None = None,
+) -> DataFrame:
+    """Distinct values of ``column`` (a transactions column) touched by the changes of any upstream.
+
+    A change that carries ``column`` counts directly; any other reaches it through the
+    transactions that share its key (a chargeback through its transaction, a merchant through
+    its payments). ``relevant`` limits, per upstream, the columns whose updates matter.
+    """
+    tx = tables["transactions"]
+    parts = []
+    for name, key in _JOIN_KEY.items():
+        if name not in changes:
+            continue
+        changed = changes[name].where(F.col("_change_type").isin(*_CHANGE_TYPES))
+        cols = (relevant or {}).get(name)
+        if cols:
+            changed = changed.join(changed_keys(changed, key, cols).distinct(), key, "left_semi")
+        if column in changed.columns:
+            parts.append(changed.select(column))
+        else:
+            parts.append(changed.select(key).distinct().join(tx.select(key, column), key).select(column))
     if not parts:
-        return any_df.sparkSession.createDataFrame([], ddl)
-    out = reduce(DataFrame.unionByName, parts)
-    return out.where(F.col(out.columns[0]).isNotNull()).distinct()
+        return tx.select(column).limit(0)
+    return reduce(DataFrame.unionByName, parts).where(F.col(column).isNotNull()).distinct()
 
 
 def affected_event_dates(tables: Mapping[str, DataFrame], changes: Mapping[str, DataFrame]) -> DataFrame:
-    """Event dates touched by changed transactions or by chargebacks of their transactions."""
-    parts = []
-    tx_changes = _changed(changes, "transactions")
-    if tx_changes is not None:
-        parts.append(tx_changes.select("event_date"))
-    cb_changes = _changed(changes, "chargebacks")
-    if cb_changes is not None:
-        tx = tables["transactions"].select("transaction_id", "event_date")
-        parts.append(cb_changes.select("transaction_id").join(tx, "transaction_id").select("event_date"))
-    m_changes = _changed(changes, "merchants")
-    if m_changes is not None:
-        tx = tables["transactions"].select("merchant_id", "event_date")
-        parts.append(m_changes.select("merchant_id").distinct().join(tx, "merchant_id").select("event_date"))
-    return _distinct_keys(parts, tables["transactions"], "event_date date")
+    """Event dates touched by changed transactions, their chargebacks, or their merchants' names."""
+    return affected_values(tables, changes, "event_date", {"merchants": ("merchant_name", "category")})
 
 
 def merchant_daily_kpis(tables: Mapping[str, DataFrame], changes: Mapping[str, DataFrame] | None) -> DataFrame:
@@ -92,23 +117,8 @@ def merchant_daily_kpis(tables: Mapping[str, DataFrame], changes: Mapping[str, D
 
 
 def affected_customers(tables: Mapping[str, DataFrame], changes: Mapping[str, DataFrame]) -> DataFrame:
-    """Customers whose payments, chargebacks, or CRM details changed."""
-    parts = []
-    tx_changes = _changed(changes, "transactions")
-    if tx_changes is not None:
-        parts.append(tx_changes.select("customer_id"))
-    cb_changes = _changed(changes, "chargebacks")
-    if cb_changes is not None:
-        tx = tables["transactions"].select("transaction_id", "customer_id")
-        parts.append(cb_changes.select("transaction_id").join(tx, "transaction_id").select("customer_id"))
-    c_changes = _changed(changes, "customers")
-    if c_changes is not None:
-        parts.append(c_changes.select("customer_id"))
-    m_changes = _changed(changes, "merchants")
-    if m_changes is not None:
-        tx = tables["transactions"].select("merchant_id", "customer_id")
-        parts.append(m_changes.select("merchant_id").distinct().join(tx, "merchant_id").select("customer_id"))
-    return _distinct_keys(parts, tables["customers"], "customer_id string")
+    """Customers whose payments, chargebacks, merchants' categories or CRM details changed."""
+    return affected_values(tables, changes, "customer_id", {"merchants": ("category",)})
 
 
 def customer_360(tables: Mapping[str, DataFrame], changes: Mapping[str, DataFrame] | None) -> DataFrame:
