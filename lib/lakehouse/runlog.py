@@ -20,6 +20,7 @@ from pathlib import Path
 
 from pyspark.sql import Row, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql.types import StructType
 
 from lakehouse.io import delta
 from lakehouse.tables import Lake
@@ -90,6 +91,7 @@ class RunLog:
         self.path = lake.ops_path("run_log")
         self.commit = git_commit()
         self.entries: list[TableRun] = []
+        self._schema: StructType | None = None
 
     def start(self, table: str) -> TableRun:
         tr = TableRun(table=table, started_at=datetime.now(timezone.utc))
@@ -133,9 +135,10 @@ class RunLog:
             rows_quarantined=tr.rows_quarantined,
             rows_duplicate=tr.rows_duplicate,
         )
-        schema = delta.schema_of(self.spark, SCHEMA)
-        delta.ensure_table(self.spark, self.path, schema, comment="One row per job run and table")
-        delta.append(self.spark.createDataFrame([row], schema), self.path)
+        if self._schema is None:  # create the table once per job, not on every row
+            self._schema = delta.schema_of(self.spark, SCHEMA)
+            delta.ensure_table(self.spark, self.path, self._schema, comment="One row per job run and table")
+        delta.append(self.spark.createDataFrame([row], self._schema), self.path)
 
     def last_inputs(self, table: str) -> dict[str, int] | None:
         """Input versions of the latest successful run that wrote ``table`` (None: never ran)."""

@@ -10,7 +10,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from lakehouse.io.raw import arrival_date_of, parse_json_lines
-from lakehouse.payments.generator import luhn_complete, luhn_valid
+from lakehouse.payments.generator import CUSTOMER_COLUMNS, luhn_complete, luhn_valid
 from lakehouse.payments.silver import build_customers, build_fx_rates, build_transactions
 
 TX_FIELDS = [
@@ -157,20 +157,7 @@ def test_build_transactions_types_converts_and_flags(spark: SparkSession) -> Non
 
 
 def test_build_customers_normalises(spark: SparkSession) -> None:
-    cols = [
-        "customer_id",
-        "first_name",
-        "last_name",
-        "email",
-        "phone",
-        "birth_date",
-        "street",
-        "city",
-        "postcode",
-        "country",
-        "signup_date",
-        "updated_at",
-    ]
+    cols = CUSTOMER_COLUMNS
     rows = [
         (
             "c1",

@@ -582,7 +582,7 @@ def transaction_records(p: GeneratorParams, bases: DataFrame) -> DataFrame:
     line = F.when(F.col("defect") == "malformed_json", F.expr("substring(to_json(rec), 1, int(length(to_json(rec)) * 0.6))")).otherwise(
         json_line
     )
-    return allr.select("arrival_day", "transaction_id", "_role", "defect", line.alias("line"), drift.alias("_drift"))
+    return allr.select("arrival_day", "transaction_id", "_role", "defect", line.alias("line"))
 
 
 def _csv_field(col: Column) -> Column:
@@ -742,10 +742,18 @@ HEADERS = {
 }
 
 
-def records_by_source(spark: SparkSession, p: GeneratorParams, through_day: int) -> dict[str, DataFrame]:
-    """Every raw line of days ``0..through_day-1`` per source (``arrival_day``, ``line``, ``_role``, ``defect``)."""
+def entities(spark: SparkSession, p: GeneratorParams, through_day: int) -> tuple[DataFrame, DataFrame]:
+    """``(customer versions, transaction bases)`` of days ``0..through_day-1``, which the raw lines
+    and the fraud truth are both derived from (persist them to compute them once)."""
     cust = customer_versions(spark, p, through_day)
-    bases = transaction_bases(spark, p, through_day, cust)
+    return cust, transaction_bases(spark, p, through_day, cust)
+
+
+def records_by_source(
+    spark: SparkSession, p: GeneratorParams, through_day: int, made: tuple[DataFrame, DataFrame] | None = None
+) -> dict[str, DataFrame]:
+    """Every raw line of days ``0..through_day-1`` per source (``arrival_day``, ``line``, ``_role``, ``defect``)."""
+    cust, bases = made or entities(spark, p, through_day)
     return {
         "customers": customer_records(p, cust),
         "merchants": merchant_records(p, merchant_versions(spark, p, through_day)),
@@ -755,10 +763,9 @@ def records_by_source(spark: SparkSession, p: GeneratorParams, through_day: int)
     }
 
 
-def fraud_truth(spark: SparkSession, p: GeneratorParams, through_day: int) -> DataFrame:
+def fraud_truth(spark: SparkSession, p: GeneratorParams, through_day: int, made: tuple[DataFrame, DataFrame] | None = None) -> DataFrame:
     """Each clean transaction's true fraud probability and label (kept outside the raw zone)."""
-    cust = customer_versions(spark, p, through_day)
-    bases = transaction_bases(spark, p, through_day, cust)
+    _, bases = made or entities(spark, p, through_day)
     return bases.where(F.col("defect").isNull()).select(
         "transaction_id",
         F.col("day").alias("arrival_day"),

@@ -64,7 +64,8 @@ def generate_raw_zone(spark: SparkSession, params: g.GeneratorParams, raw_root: 
         params.customers,
         params.merchants,
     )
-    records = g.records_by_source(spark, params, params.days)
+    made = tuple(df.persist(StorageLevel.MEMORY_AND_DISK) for df in g.entities(spark, params, params.days))
+    records = g.records_by_source(spark, params, params.days, made)
     per_source: dict[str, dict[int, dict[str, object]]] = {}
     for source in g.SOURCES:
         t0 = time.monotonic()
@@ -75,13 +76,15 @@ def generate_raw_zone(spark: SparkSession, params: g.GeneratorParams, raw_root: 
         n = sum(int(per_source[source].get(d, {}).get("records", 0)) for d in new)
         result.records[source] = n
         log.info("raw %s: %d records in %d day folder(s) (%.1fs)", source, n, len(new), time.monotonic() - t0)
-    truth = g.fraud_truth(spark, params, params.days).where(F.col("arrival_day").isin(new))
+    truth = g.fraud_truth(spark, params, params.days, made).where(F.col("arrival_day").isin(new))
     (
         truth.write.mode("overwrite")
         .option("partitionOverwriteMode", "dynamic")
         .partitionBy("arrival_day")
         .parquet(f"{truth_root}/fraud_labels")
     )
+    for df in made:
+        df.unpersist()
     for d in new:
         fs.write_text_atomic(spark, f"{raw_root}/_manifests/{params.day(d).isoformat()}.json", g.manifest_json(params, d, per_source))
     fs.write_text_atomic(spark, ident_uri, json.dumps(params.identity(), sort_keys=True))

@@ -28,7 +28,7 @@ from pyspark.sql import functions as F
 from lakehouse.config import TableSpec
 from lakehouse.errors import PipelineError
 from lakehouse.io import delta
-from lakehouse.quality.split import QUARANTINE_SCHEMA, quarantine_rows, split_valid
+from lakehouse.quality.split import ERRORS, QUARANTINE_SCHEMA, quarantine_rows, split_valid
 from lakehouse.runlog import RunLog, TableRun
 from lakehouse.tables import Lake
 from lakehouse.transforms.dedup import latest_per_key
@@ -81,8 +81,7 @@ def _merge(spark: SparkSession, lake: Lake, spec: TableSpec, valid: DataFrame) -
     latest = delta.check_schema(latest, schema, spec.name)
     prune = None
     if spec.partition_by:
-        values = {c: [r[0] for r in latest.select(c).distinct().collect() if r[0] is not None] for c in spec.partition_by}
-        prune = values
+        prune = {c: [r[0] for r in latest.select(c).distinct().collect() if r[0] is not None] for c in spec.partition_by}
     m = delta.merge_latest(spark, path, latest, spec.keys, spec.version_column or "", "_record_hash", prune)
     return m.get("numTargetRowsInserted", 0), m.get("numTargetRowsUpdated", 0)
 
@@ -126,11 +125,11 @@ def process_batch(spark: SparkSession, lake: Lake, spec: TableSpec, batch: DataF
     context = {"reporting_currency": lake.env.reporting_currency, "run_id": run_id}
     checked = call_transform(spec, _with_raw(batch), others, context).persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        read = checked.count()
+        counts = checked.agg(F.count(F.lit(1)).alias("read"), F.count_if(F.size(ERRORS) > 0).alias("rejected")).first()
+        read, quarantined = int(counts["read"]), int(counts["rejected"])
         if read == 0:
             return
         valid, rejected = split_valid(checked)
-        quarantined = rejected.count()
         # Replace (not append) this batch's quarantine rows: a retry after a failed attempt
         # overwrites what that attempt wrote. The MERGE comes last.
         stream = hashlib.sha1(lake.checkpoint("silver", spec.name).encode()).hexdigest()[:12]
