@@ -35,6 +35,7 @@ import yaml
 
 from lakehouse.ddl import DDLError, parse_ddl
 from lakehouse.errors import ConfigError
+from lakehouse.quality.expectations import Expectation, parse_expectations
 
 LAYERS = ("bronze", "silver", "gold")
 # Columns every bronze table adds to the raw fields its schema declares.
@@ -75,6 +76,14 @@ class Paths:
 
 
 @dataclass(frozen=True)
+class QualitySettings:
+    """``quality:`` in the environment: ``expectations: false`` skips every table's rules
+    (to measure what they cost; rows then go unchecked into silver)."""
+
+    expectations: bool = True
+
+
+@dataclass(frozen=True)
 class EnvConfig:
     """One environment (local, cluster, ...) after overlay, interpolation and overrides."""
 
@@ -85,6 +94,7 @@ class EnvConfig:
     spark: SparkSettings
     endpoints: Mapping[str, Any]
     secrets: Mapping[str, str]
+    quality: QualitySettings
     conf_dir: str
     files: tuple[str, ...]
     config_hash: str
@@ -114,6 +124,7 @@ _ENV_KEYS = {
     "spark": dict,
     "endpoints": dict,
     "secrets": dict,
+    "quality": dict,
 }
 _ENV_REQUIRED = ("lake_root", "reporting_currency", "spark")
 _SPARK_KEYS = {"master": str, "packages": list, "conf": dict}
@@ -286,6 +297,13 @@ def load_env(
     for k, v in secrets.items():
         if not isinstance(v, str):
             raise ConfigError(last, f"secrets.{k}", "expected the name of an environment variable")
+    quality_in = data.get("quality") or {}
+    for k in quality_in:
+        if k != "expectations":
+            raise ConfigError(last, f"quality.{k}", "unknown key (allowed: expectations)")
+    flag = str(quality_in.get("expectations", True)).strip().lower()
+    if flag not in ("true", "false"):
+        raise ConfigError(last, "quality.expectations", f"{flag!r} is not true or false")
     canonical = json.dumps({**data, "lake_root": root}, sort_keys=True, default=str)
     return EnvConfig(
         name=env,
@@ -299,6 +317,7 @@ def load_env(
         ),
         endpoints=MappingProxyType(dict(data.get("endpoints") or {})),
         secrets=MappingProxyType(dict(secrets)),
+        quality=QualitySettings(expectations=flag == "true"),
         conf_dir=str(conf.resolve()),
         files=tuple(str(f) for f in files),
         config_hash=hashlib.sha256(canonical.encode()).hexdigest()[:12],
@@ -325,6 +344,7 @@ class SourceSpec:
     format: str
     path: str
     options: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    schema_drift: str = "rescue"
 
 
 @dataclass(frozen=True)
@@ -360,7 +380,7 @@ class TableSpec:
     transform: str | None
     upstream: tuple[str, ...]
     source: SourceSpec | None
-    expectations: tuple[Mapping[str, Any], ...]
+    expectations: tuple[Expectation, ...]
     pii: Mapping[str, str]
     properties: Mapping[str, str]
     file: str
@@ -403,7 +423,8 @@ _MODES = {
     "silver": ("merge", "scd2"),
     "gold": ("replace_partitions", "merge"),
 }
-_SOURCE_KEYS = {"format": str, "path": str, "options": dict}
+_SOURCE_KEYS = {"format": str, "path": str, "options": dict, "schema_drift": str}
+DRIFT_POLICIES = ("evolve", "rescue", "fail")
 _FORMATS = ("json", "csv")
 
 
@@ -472,7 +493,13 @@ def parse_table(data: Mapping[str, Any], file: str) -> TableSpec:
         _check_keys(src, _SOURCE_KEYS, ("format", "path"), file, "source.")
         if src["format"] not in _FORMATS:
             raise ConfigError(file, "source.format", f"{src['format']!r} is not one of {', '.join(_FORMATS)}")
+        drift = src.get("schema_drift", "rescue")
+        if drift not in DRIFT_POLICIES:
+            raise ConfigError(file, "source.schema_drift", f"{drift!r} is not one of {', '.join(DRIFT_POLICIES)}")
+        if drift == "evolve" and src["format"] != "json":
+            raise ConfigError(file, "source.schema_drift", "evolve needs a self-describing format (json); use rescue or fail")
         source = SourceSpec(
+            schema_drift=drift,
             format=src["format"],
             path=src["path"],
             options=MappingProxyType({k: _scalar(v, file, f"source.options.{k}") for k, v in (src.get("options") or {}).items()}),
@@ -487,9 +514,9 @@ def parse_table(data: Mapping[str, Any], file: str) -> TableSpec:
     if data.get("transform"):
         import_dotted(data["transform"], file, "transform")
     expectations = data.get("expectations") or []
-    for i, e in enumerate(expectations):
-        if not isinstance(e, dict):
-            raise ConfigError(file, f"expectations[{i}]", "expected a mapping")
+    if not isinstance(expectations, list):
+        raise ConfigError(file, "expectations", "expected a list of rules")
+    rules = parse_expectations(expectations, file, layer)
     pii = data.get("pii") or {}
     for col in pii:
         if col not in names:
@@ -508,7 +535,7 @@ def parse_table(data: Mapping[str, Any], file: str) -> TableSpec:
         transform=data.get("transform"),
         upstream=_str_list(data, "upstream", file),
         source=source,
-        expectations=tuple(MappingProxyType(dict(e)) for e in expectations),
+        expectations=rules,
         pii=MappingProxyType({str(k): str(v) for k, v in pii.items()}),
         properties=MappingProxyType({str(k): _scalar(v, file, f"properties.{k}") for k, v in (data.get("properties") or {}).items()}),
         file=file,
@@ -538,4 +565,10 @@ def load_tables(conf_dir: str | os.PathLike[str]) -> Mapping[str, TableSpec]:
         for i, up in enumerate(spec.upstream):
             if up not in specs:
                 raise ConfigError(spec.file, f"upstream[{i}]", f"unknown table {up!r} (known: {', '.join(sorted(specs))})")
+        for e in spec.expectations:
+            ref = e.args.get("table") if e.check == "foreign_key" else None
+            if ref and ref not in spec.upstream:
+                raise ConfigError(
+                    spec.file, f"expectations.{e.name}.args.table", f"{ref!r} must be one of the upstream tables (it is built first)"
+                )
     return MappingProxyType(specs)

@@ -8,6 +8,7 @@ the next run knows what changed since.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import subprocess
@@ -23,6 +24,8 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
 from lakehouse.io import delta
+from lakehouse.quality.expectations import RuleResult
+from lakehouse.quality.metrics import QualityMetrics
 from lakehouse.tables import Lake
 
 log = logging.getLogger(__name__)
@@ -32,7 +35,8 @@ SCHEMA = (
     "config_hash string, git_commit string, run_date date, started_at timestamp, "
     "ended_at timestamp, seconds double, inputs array<struct<table:string,version:bigint>>, "
     "output_version bigint, rows_read bigint, rows_written bigint, rows_inserted bigint, "
-    "rows_updated bigint, rows_quarantined bigint, rows_duplicate bigint"
+    "rows_updated bigint, rows_quarantined bigint, rows_duplicate bigint, rows_warned bigint, "
+    "rules_broken array<string>"
 )
 
 
@@ -72,6 +76,20 @@ class TableRun:
     rows_updated: int = 0
     rows_quarantined: int = 0
     rows_duplicate: int = 0
+    rows_warned: int = 0
+    quality: dict[str, RuleResult] = field(default_factory=dict)
+
+    def add_quality(self, results: list[RuleResult]) -> None:
+        """Fold one batch's rule results into the run's (written to ops.quality_metrics at the end)."""
+        for r in results:
+            if r.rule in self.quality:
+                self.quality[r.rule].add(r)
+            else:
+                self.quality[r.rule] = dataclasses.replace(r)
+
+    @property
+    def rules_broken(self) -> list[str]:
+        return sorted(r.rule for r in self.quality.values() if not r.ok)
 
     @property
     def seconds(self) -> float:
@@ -92,6 +110,7 @@ class RunLog:
         self.commit = git_commit()
         self.entries: list[TableRun] = []
         self._schema: StructType | None = None
+        self.metrics = QualityMetrics(spark, lake)
 
     def start(self, table: str) -> TableRun:
         tr = TableRun(table=table, started_at=datetime.now(timezone.utc))
@@ -134,11 +153,15 @@ class RunLog:
             rows_updated=tr.rows_updated,
             rows_quarantined=tr.rows_quarantined,
             rows_duplicate=tr.rows_duplicate,
+            rows_warned=tr.rows_warned,
+            rules_broken=tr.rules_broken,
         )
         if self._schema is None:  # create the table once per job, not on every row
             self._schema = delta.schema_of(self.spark, SCHEMA)
             delta.ensure_table(self.spark, self.path, self._schema, comment="One row per job run and table")
-        delta.append(self.spark.createDataFrame([row], self._schema), self.path)
+        if tr.quality:  # first, so a run-log row never points at metrics that are not there
+            self.metrics.write(self.run_id, self.job, self.run_date, tr.table, tr.quality.values())
+        delta.append(self.spark.createDataFrame([row], self._schema), self.path, merge_schema=True)
 
     def last_inputs(self, table: str) -> dict[str, int] | None:
         """Input versions of the latest successful run that wrote ``table`` (None: never ran)."""

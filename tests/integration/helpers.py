@@ -12,7 +12,7 @@ def broken_transactions(batch: DataFrame, fx_rates: DataFrame, reporting_currenc
     """Returns a frame that does not match the declared schema: the write must be refused."""
     from lakehouse.payments.silver import build_transactions
 
-    return build_transactions(batch, fx_rates, reporting_currency).drop("amount_reporting")
+    return build_transactions(batch, fx_rates, reporting_currency).drop("channel")
 
 
 def all_tables(lake: Lake) -> list[tuple[str, str]]:

@@ -95,8 +95,8 @@ def test_row_accounting_matches_the_manifest_exactly(spark: SparkSession, built:
 def test_quarantine_holds_original_records_and_rules(spark: SparkSession, built: Built) -> None:
     q = spark.read.format("delta").load(built.lake.quarantine_path("silver.transactions"))
     rules = {r for row in q.select("errors").collect() for r in row.errors}
-    assert {"malformed_record", "amount_not_positive", "unknown_currency", "unparseable_event_time"} <= rules
-    malformed = q.where(F.array_contains("errors", "malformed_record")).first()
+    assert {"well_formed", "amount_positive", "currency_known", "event_time_valid"} <= rules
+    malformed = q.where(F.array_contains("errors", "well_formed")).first()
     assert json.loads(malformed.record)["_corrupt_record"].startswith('{"transaction_id"')
     assert malformed.source_file.endswith(".txt") and "arrival_date=" in malformed.source_file
 
@@ -228,12 +228,12 @@ def test_a_failed_write_leaves_the_table_intact_and_the_next_run_recovers(spark:
     v_before = delta.version(spark, lake.path("silver.transactions"))
     n_before = count(spark, lake.path("silver.transactions"))
     runlog = RunLog(spark, broken_lake, "test", new_run_id(), built.params.day(5))
-    with pytest.raises(Exception, match="amount_reporting missing"):
+    with pytest.raises(Exception, match="channel missing"):
         silver.build_table(spark, broken_lake, broken, runlog)
     assert delta.version(spark, lake.path("silver.transactions")) == v_before
     assert count(spark, lake.path("silver.transactions")) == n_before
     failed = spark.read.format("delta").load(lake.ops_path("run_log")).where(f"run_id = '{runlog.run_id}'").first()
-    assert failed.status == "failed" and "amount_reporting missing" in failed.error
+    assert failed.status == "failed" and "channel missing" in failed.error
     run_pipeline(built)  # the fixed code picks up the same bronze rows
     check_accounting(spark, built)
 

@@ -9,9 +9,6 @@ from pyspark.sql import functions as F
 
 from lakehouse.payments.reference import country_aliases
 from lakehouse.transforms.cleaning import (
-    collect_errors,
-    error_if,
-    errors_unless_malformed,
     normalize_email,
     normalize_name,
     normalize_string,
@@ -73,16 +70,3 @@ def test_try_parsers_return_null_instead_of_failing(spark: SparkSession) -> None
         "ts timestamp, d date, amount decimal(18,2)",
     )
     assert_df_equality(df, expected, ignore_nullable=True)
-
-
-def test_collect_errors_and_malformed_short_circuit(spark: SparkSession) -> None:
-    df = spark.createDataFrame([(1, None), (-1, None), (None, "{broken")], "x int, corrupt string")
-    checks = [error_if(F.col("x") < 0, "negative"), error_if(F.col("x").isNull(), "missing_x")]
-    got = df.select(
-        collect_errors(*checks).alias("all"),
-        errors_unless_malformed(F.col("corrupt"), *checks).alias("errors"),
-    )
-    expected = spark.createDataFrame(
-        [([], []), (["negative"], ["negative"]), (["missing_x"], ["malformed_record"])], "all array<string>, errors array<string>"
-    )
-    assert_df_equality(got, expected, ignore_nullable=True)

@@ -89,7 +89,12 @@ def test_tables_load_and_resolve(conf: Path) -> None:
     tx = tables["silver.transactions"]
     assert tx.keys == ("transaction_id",)
     assert tx.partition_by == ("event_date",)
-    assert tx.upstream == ("bronze.transactions", "silver.fx_rates")
+    assert tx.upstream == ("bronze.transactions", "silver.fx_rates", "silver.customers", "silver.merchants")
+    assert [e.name for e in tx.expectations if e.severity == "fail"] == [
+        "transaction_id_not_null",
+        "event_date_not_null",
+        "amount_reporting_positive",
+    ]
     assert tx.transform_fn().__name__ == "build_transactions"
     lake = Lake(load_env(conf, "local", ["lake_root=/lake"], environ={}), tables)
     assert lake.path("silver.transactions") == "/lake/tables/silver/transactions"
@@ -111,12 +116,57 @@ def _edit(path: Path, old: str, new: str) -> None:
         ("silver/transactions.yaml", "owner:", "ownr:", "ownr", "unknown key"),
         ("silver/transactions.yaml", "owner: payments-data@marketplace.example\n", "", "owner", "required key is missing"),
         ("silver/transactions.yaml", "keys: [transaction_id]", "keys: transaction_id", "keys", "expected list"),
-        ("silver/transactions.yaml", "silver.fx_rates]", "silver.fx_ratez]", "upstream[1]", "unknown table 'silver.fx_ratez'"),
+        ("silver/transactions.yaml", "silver.fx_rates,", "silver.fx_ratez,", "upstream[1]", "unknown table 'silver.fx_ratez'"),
         ("silver/transactions.yaml", "amount decimal(18,2),", "amount decimal(18,2,", "schema", "unparseable DDL"),
         ("silver/transactions.yaml", "build_transactions", "build_transactionz", "transform", "has no function"),
         ("silver/transactions.yaml", "partition_by: [event_date]", "partition_by: [event_day]", "partition_by", "not in the schema"),
         ("silver/transactions.yaml", "mode: merge", "mode: overwrite", "mode", "not valid for silver"),
         ("bronze/transactions.yaml", "format: json", "format: xml", "source.format", "'xml' is not one of"),
+        (
+            "silver/transactions.yaml",
+            "check: in_set",
+            "check: in_sett",
+            "expectations[8] (currency_known).check",
+            "unknown check 'in_sett'",
+        ),
+        (
+            "silver/transactions.yaml",
+            "args: {column: amount, max: 1000000}",
+            "args: {col: amount}",
+            "expectations[7] (amount_in_range).check",
+            "takes no argument col",
+        ),
+        (
+            "silver/transactions.yaml",
+            "args: {column: transaction_id}\n    severity: quarantine",
+            "severity: quarantine",
+            "expectations[1] (transaction_id_present).check",
+            "needs argument column",
+        ),
+        ("silver/transactions.yaml", "severity: warn", "severity: warning", "expectations[13] (customer_known).severity", "not one of"),
+        ("silver/transactions.yaml", "name: amount_positive", "name: amount_valid", "expectations[6] (amount_valid).name", "another rule"),
+        ("silver/transactions.yaml", "    expr: amount > 0\n", "", "expectations[6] (amount_positive)", "exactly one of check"),
+        (
+            "silver/transactions.yaml",
+            "max: 0.02}\n    severity: warn",
+            "max: 0.02}\n    severity: quarantine",
+            "expectations[18] (device_id_mostly_present).severity",
+            "warn or fail, not quarantine",
+        ),
+        (
+            "silver/transactions.yaml",
+            "table: silver.customers}",
+            "table: silver.chargebacks}",
+            "expectations.customer_known.args.table",
+            "must be one of the upstream",
+        ),
+        (
+            "gold/customer_360.yaml",
+            "severity: fail",
+            "severity: quarantine",
+            "expectations[0] (customer_id_not_null).severity",
+            "gold tables have no quarantine",
+        ),
     ],
 )
 def test_bad_table_file_names_file_and_key(conf: Path, file: str, old: str, new: str, key: str, problem: str) -> None:

@@ -9,9 +9,29 @@ from chispa import assert_df_equality
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from lakehouse.config import load_tables
 from lakehouse.io.raw import arrival_date_of, parse_json_lines
 from lakehouse.payments.generator import CUSTOMER_COLUMNS, luhn_complete, luhn_valid
 from lakehouse.payments.silver import build_customers, build_fx_rates, build_transactions
+from lakehouse.pipeline.silver import with_input
+from lakehouse.quality.checks import CheckContext
+from lakehouse.quality.expectations import ERRORS, apply_expectations
+from tests.conftest import CONF
+
+TABLES = load_tables(CONF)
+BRONZE_META = ", _corrupt_record string, _rescued_data string, _source_file string, _arrival_date date, _ingested_at timestamp"
+
+
+def errors_by_key(spark: SparkSession, table: str, typed: DataFrame, key: str, tables: dict[str, DataFrame] | None = None) -> dict:
+    """Apply the table's row rules (as declared in conf) and return ``{key: rules broken}``."""
+    spec = TABLES[table]
+    rules = [e for e in spec.expectations if not e.table_level]
+    checked = apply_expectations(typed, rules, lambda e: CheckContext(table, e.name, spec.keys, (tables or {}).get))
+    try:
+        return {r[key]: r[ERRORS] for r in checked.df.select(key, ERRORS).collect()}
+    finally:
+        checked.unpersist()
+
 
 TX_FIELDS = [
     "transaction_id",
@@ -88,12 +108,8 @@ def _tx(spark: SparkSession, rows: list[dict[str, str | None]]) -> DataFrame:
         "status": "Approved",
         "updated_at": "2026-01-02T09:00:02Z",
     }
-    data = [tuple({**base, **r}.get(c) for c in TX_FIELDS) + (None, None, "{}", "f", "f", None) for r in rows]
-    return spark.createDataFrame(
-        data,
-        TX_DDL
-        + ", _corrupt_record string, _rescued_data string, __raw string, __source_file string, _source_file string, _ingested_at timestamp",
-    )
+    data = [tuple({**base, **r}.get(c) for c in TX_FIELDS) + (None, None, "f", date(2026, 1, 2), None) for r in rows]
+    return with_input(spark.createDataFrame(data, TX_DDL + BRONZE_META))
 
 
 def test_build_transactions_types_converts_and_flags(spark: SparkSession) -> None:
@@ -111,16 +127,19 @@ def test_build_transactions_types_converts_and_flags(spark: SparkSession) -> Non
         ],
     )
     got = build_transactions(batch, _fx(spark), "GBP")
-    errors = {r.transaction_id: r._errors for r in got.select("transaction_id", "_errors").collect()}
-    assert errors == {
+    refs = {
+        "silver.customers": spark.createDataFrame([("C00000001",)], "customer_id string"),
+        "silver.merchants": spark.createDataFrame([("M000001",)], "merchant_id string"),
+    }
+    assert errors_by_key(spark, "silver.transactions", got, "transaction_id", refs) == {
         "tx_1": [],
-        "tx_2": ["amount_not_positive"],
-        "tx_3": ["unknown_currency"],
-        "tx_4": ["unparseable_event_time"],
-        "tx_5": ["missing_customer_id"],
-        "tx_6": ["missing_fx_rate"],
-        "tx_7": ["invalid_card_number"],
-        "tx_8": ["amount_out_of_range"],
+        "tx_2": ["amount_positive"],
+        "tx_3": ["currency_known"],
+        "tx_4": ["event_time_valid"],
+        "tx_5": ["customer_id_present"],
+        "tx_6": ["fx_rate_known"],
+        "tx_7": ["card_number_valid"],
+        "tx_8": ["amount_in_range"],
     }
     ok = got.where("transaction_id = 'tx_1'").select(
         "customer_id",
@@ -153,7 +172,7 @@ def test_build_transactions_types_converts_and_flags(spark: SparkSession) -> Non
         "currency string, amount_reporting decimal(18,2), channel string, card_last4 string, status string",
     )
     assert_df_equality(ok, expected, ignore_nullable=True)
-    assert "4532015112830366" not in str(got.where("transaction_id = 'tx_1'").drop("__raw").first().asDict().values())
+    assert "4532015112830366" not in str(got.where("transaction_id = 'tx_1'").drop("__in").first().asDict().values())
 
 
 def test_build_customers_normalises(spark: SparkSession) -> None:
@@ -176,14 +195,12 @@ def test_build_customers_normalises(spark: SparkSession) -> None:
         ("", "B", "C", "b@x.io", "1", "1990-01-01", "s", "c", "1", "FR", "2025-01-01", "2026-01-01 10:00:00"),
         ("c3", "B", "C", "b@x.io", "1", "31.02.1985", "s", "c", "1", "Atlantis", "2025-01-01", "2026-01-01 10:00:00"),
     ]
-    batch = spark.createDataFrame(
-        [r + (None, "{}", "f", "f", None) for r in rows],
-        ", ".join(f"{c} string" for c in cols)
-        + ", _corrupt_record string, __raw string, __source_file string, _source_file string, _ingested_at timestamp",
+    batch = with_input(
+        spark.createDataFrame([r + (None, None, "f", None, None) for r in rows], ", ".join(f"{c} string" for c in cols) + BRONZE_META)
     )
     got = build_customers(batch)
-    errors = {r.customer_id: r._errors for r in got.select("customer_id", "_errors").collect()}
-    assert errors == {"C1": [], None: ["missing_customer_id"], "C3": ["unparseable_birth_date", "unknown_country"]}
+    errors = errors_by_key(spark, "silver.customers", got, "customer_id")
+    assert errors == {"C1": [], None: ["customer_id_present"], "C3": ["birth_date_valid", "country_known"]}
     c1 = got.where("customer_id = 'C1'").select("first_name", "last_name", "email", "phone", "street", "country_code", "valid_from")
     expected = spark.createDataFrame(
         [("Anna", "Müller", "anna.m@mail.example", "+49151123", "1 Main Street", "DE", datetime(2026, 1, 1, 10))],
@@ -193,13 +210,12 @@ def test_build_customers_normalises(spark: SparkSession) -> None:
 
 
 def test_build_fx_rates(spark: SparkSession) -> None:
-    batch = spark.createDataFrame(
-        [("2026-01-02", "EUR", "usd", "1.1", None), ("2026-01-02", "EUR", "XYZ", "1.1", None), ("x", "EUR", "GBP", "0", None)],
-        "rate_date string, base_currency string, quote_currency string, rate string, _corrupt_record string",
+    rows = [("2026-01-02", "EUR", "usd", "1.1"), ("2026-01-02", "EUR", "XYZ", "1.1"), ("x", "EUR", "GBP", "0"), (None, None, None, None)]
+    batch = with_input(
+        spark.createDataFrame(
+            [r + (None if r[0] else "not,a,row", None, "f", None, None) for r in rows],
+            "rate_date string, base_currency string, quote_currency string, rate string" + BRONZE_META,
+        )
     )
-    got = build_fx_rates(batch).select("quote_currency", "_errors")
-    expected = spark.createDataFrame(
-        [("USD", []), ("XYZ", ["unknown_currency"]), ("GBP", ["unparseable_rate_date", "rate_not_positive"])],
-        "quote_currency string, _errors array<string>",
-    )
-    assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
+    errors = errors_by_key(spark, "silver.fx_rates", build_fx_rates(batch), "quote_currency")
+    assert errors == {"USD": [], "XYZ": ["currency_known"], "GBP": ["rate_date_valid", "rate_positive"], None: ["well_formed"]}

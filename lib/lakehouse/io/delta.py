@@ -77,9 +77,14 @@ def check_schema(df: DataFrame, expected: StructType, table: str) -> DataFrame:
     return df.select(*[f.name for f in expected.fields])
 
 
-def append(df: DataFrame, path: str, txn: tuple[str, int] | None = None, partition_by: Sequence[str] = ()) -> None:
-    """Append ``df``; with ``txn=(app_id, version)`` a replay of the same batch is skipped."""
+def append(
+    df: DataFrame, path: str, txn: tuple[str, int] | None = None, partition_by: Sequence[str] = (), merge_schema: bool = False
+) -> None:
+    """Append ``df``; with ``txn=(app_id, version)`` a replay of the same batch is skipped;
+    ``merge_schema`` adds columns ``df`` has and the table lacks (an older table of ours)."""
     w = df.write.format("delta").mode("append")
+    if merge_schema:
+        w = w.option("mergeSchema", "true")
     if partition_by:
         w = w.partitionBy(*partition_by)
     if txn:
@@ -95,6 +100,7 @@ def merge_latest(
     version_column: str,
     tiebreak_column: str,
     prune: Mapping[str, Sequence[Any]] | None = None,
+    evolve: bool = False,
 ) -> dict[str, int]:
     """Upsert ``updates`` (one row per key) so the highest ``(version, tiebreak)`` wins.
 
@@ -113,14 +119,10 @@ def merge_latest(
     newer = (F.col(f"s.{version_column}") > F.col(f"t.{version_column}")) | (
         (F.col(f"s.{version_column}") == F.col(f"t.{version_column}")) & (F.col(f"s.{tiebreak_column}") > F.col(f"t.{tiebreak_column}"))
     )
-    (
-        DeltaTable.forPath(spark, path)
-        .alias("t")
-        .merge(updates.alias("s"), cond)
-        .whenMatchedUpdateAll(condition=newer)
-        .whenNotMatchedInsertAll()
-        .execute()
-    )
+    builder = DeltaTable.forPath(spark, path).alias("t").merge(updates.alias("s"), cond)
+    if evolve:  # columns of ``updates`` the table lacks are added to it
+        builder = builder.withSchemaEvolution()
+    builder.whenMatchedUpdateAll(condition=newer).whenNotMatchedInsertAll().execute()
     return last_metrics(spark, path)
 
 

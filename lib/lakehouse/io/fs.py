@@ -47,6 +47,17 @@ def read_text(spark: SparkSession, uri: str) -> str:
         stream.close()
 
 
+def first_line(spark: SparkSession, uri: str) -> str:
+    """The first line of a text file (a CSV header), without reading the rest."""
+    fs, path = _fs_path(spark, uri)
+    jvm = spark.sparkContext._jvm
+    reader = jvm.java.io.BufferedReader(jvm.java.io.InputStreamReader(fs.open(path), "UTF-8"))
+    try:
+        return str(reader.readLine() or "")
+    finally:
+        reader.close()
+
+
 def write_text_atomic(spark: SparkSession, uri: str, text: str) -> None:
     """Write a small file under a temporary name, then rename it into place."""
     fs, path = _fs_path(spark, uri)

@@ -14,7 +14,8 @@ Per arrival day it writes, one folder per source::
     raw/fx_rates/arrival_date=YYYY-MM-DD/      daily CSV of EUR reference rates
     raw/_manifests/YYYY-MM-DD.json             what was written and injected (counts per defect)
 
-and, outside the raw zone, each transaction's true fraud probability (``truth/fraud_labels``).
+and, outside the raw zone, each transaction's true fraud probability (``truth/fraud_labels``) and
+every defective line with its defect (``truth/defects``).
 
 Defects are injected at known rates, each defective record carrying exactly one defect, and the
 manifest states what the pipeline must do with every record: land it, quarantine it, or count it
@@ -830,6 +831,20 @@ def write_day_folders(
         .option("compression", "none")
         .text(f"{root}/{source}")
     )
+
+
+def write_defect_ledger(records: DataFrame, uri: str, source: str, p: GeneratorParams, days: Sequence[int]) -> None:
+    """Every defective line of ``days`` with its defect (``<uri>/source=<s>/arrival_date=<d>``),
+    outside the raw zone: what the quality rules are scored against (see ``payments.defects``)."""
+    bad = records.where(F.col("defect").isNotNull() & F.col("arrival_day").isin(list(days)))
+    out = bad.select(
+        F.lit(source).alias("source"),
+        F.date_format(F.date_add(F.lit(p.start_date), F.col("arrival_day")), "yyyy-MM-dd").alias("arrival_date"),
+        "defect",
+        "_role",
+        "line",
+    )
+    (out.coalesce(1).write.mode("overwrite").option("partitionOverwriteMode", "dynamic").partitionBy("source", "arrival_date").parquet(uri))
 
 
 def manifest_json(p: GeneratorParams, day: int, per_source: dict[str, dict[int, dict[str, object]]]) -> str:

@@ -1,14 +1,15 @@
 """Silver transforms of the payments domain: bronze rows -> typed, cleaned, checked rows.
 
 Each function is pure: it takes the bronze increment (and any reference tables) and returns the
-table's declared columns plus ``_errors``, the array of rules the row breaks (empty when valid).
-Columns whose names start with ``__`` are the runner's (the raw record, for the quarantine) and
-are carried through untouched.
+table's declared columns, typed and cleaned; a value that does not parse becomes null. Whether a
+row is valid is not decided here but by the table's expectations (``conf/tables/silver/*.yaml``),
+which may also read the helper columns a transform adds (``__card_ok``, ``__fx_found``) and the
+runner's ``__in`` (the bronze record as delivered), carried through untouched.
 
 Example (in a notebook)::
 
-    checked = build_fx_rates(spark.read.format("delta").load(".../bronze/fx_rates"))
-    checked.where("size(_errors) > 0").show()
+    typed = build_fx_rates(spark.read.format("delta").load(".../bronze/fx_rates"))
+    typed.where("rate IS NULL").show()
 """
 
 from __future__ import annotations
@@ -17,11 +18,8 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from lakehouse.payments.generator import luhn_valid
-from lakehouse.payments.reference import CURRENCIES, STATUSES, country_aliases
+from lakehouse.payments.reference import CURRENCIES, country_aliases
 from lakehouse.transforms.cleaning import (
-    error_if,
-    errors_unless_malformed,
-    is_blank,
     normalize_code,
     normalize_email,
     normalize_name,
@@ -49,6 +47,12 @@ def fx_to(amount: Column, rate_from: Column, rate_to: Column) -> Column:
     return F.round(amount / rate_from * rate_to, 2).cast("decimal(18,2)")
 
 
+def fx_found(currency: Column, day: Column) -> Column:
+    """True when both rates of the row's day were found; null when no lookup was possible
+    (unknown currency or no date), so only the rule about those fires."""
+    return F.when(currency.isin(*KNOWN_CURRENCIES) & day.isNotNull(), F.col("__rate_from").isNotNull() & F.col("__rate_to").isNotNull())
+
+
 def rates_of_day(fx_rates: DataFrame) -> DataFrame:
     """``(rate_date, currency, rate)`` including EUR at 1 for every day that has rates."""
     days = fx_rates.select("rate_date").distinct()
@@ -62,20 +66,11 @@ def build_fx_rates(batch: DataFrame) -> DataFrame:
     rate = try_decimal(F.col("rate"), 18, 8)
     quote = normalize_code(F.col("quote_currency"))
     base = normalize_code(F.col("base_currency"))
-    errors = errors_unless_malformed(
-        F.col("_corrupt_record"),
-        error_if(rate_date.isNull(), "unparseable_rate_date"),
-        error_if(rate.isNull(), "unparseable_rate"),
-        error_if(rate <= 0, "rate_not_positive"),
-        error_if(base != "EUR", "base_currency_not_eur"),
-        error_if(~quote.isin(*KNOWN_CURRENCIES), "unknown_currency"),
-    )
     out = batch.select(
         rate_date.alias("rate_date"),
         base.alias("base_currency"),
         quote.alias("quote_currency"),
         rate.alias("rate"),
-        errors.alias("_errors"),
         *carried(batch),
     )
     return out.withColumn("_record_hash", record_hash(["rate_date", "quote_currency", "rate"]))
@@ -88,14 +83,6 @@ def build_customers(batch: DataFrame) -> DataFrame:
     updated = try_timestamp(F.col("updated_at"), PLAIN_TS)
     country = to_iso_country(F.col("country"), country_aliases())
     email = normalize_email(F.col("email"))
-    errors = errors_unless_malformed(
-        F.col("_corrupt_record"),
-        error_if(is_blank(F.col("customer_id")), "missing_customer_id"),
-        error_if(birth.isNull(), "unparseable_birth_date"),
-        error_if(updated.isNull(), "unparseable_updated_at"),
-        error_if(country.isNull(), "unknown_country"),
-        error_if(~email.rlike(r"^[^@\s]+@[^@\s]+\.[^@\s]+$"), "invalid_email"),
-    )
     out = batch.select(
         normalize_code(F.col("customer_id")).alias("customer_id"),
         normalize_name(F.col("first_name")).alias("first_name"),
@@ -109,7 +96,6 @@ def build_customers(batch: DataFrame) -> DataFrame:
         country.alias("country_code"),
         signup.alias("signup_date"),
         updated.alias("valid_from"),
-        errors.alias("_errors"),
         *carried(batch),
     )
     return out.withColumn("_record_hash", record_hash(CUSTOMER_TRACKED + ("valid_from",)))
@@ -135,13 +121,6 @@ def build_merchants(batch: DataFrame) -> DataFrame:
     country = to_iso_country(F.col("address.country"), country_aliases())
     score = normalize_string(F.col("risk.score")).try_cast("double")
     tier = F.lower(normalize_string(F.col("risk.tier")))
-    errors = errors_unless_malformed(
-        F.col("_corrupt_record"),
-        error_if(is_blank(F.col("merchant_id")), "missing_merchant_id"),
-        error_if(updated.isNull(), "unparseable_updated_at"),
-        error_if(country.isNull(), "unknown_country"),
-        error_if(~tier.isin("low", "medium", "high"), "invalid_risk_tier"),
-    )
     out = batch.select(
         normalize_code(F.col("merchant_id")).alias("merchant_id"),
         normalize_string(F.col("name")).alias("merchant_name"),
@@ -153,7 +132,6 @@ def build_merchants(batch: DataFrame) -> DataFrame:
         score.alias("risk_score"),
         try_date(F.col("onboarded_at")).alias("onboarded_at"),
         updated.alias("updated_at"),
-        errors.alias("_errors"),
         *carried(batch),
     )
     return out.withColumn(
@@ -207,31 +185,10 @@ def build_transactions(batch: DataFrame, fx_rates: DataFrame, reporting_currency
         normalize_string(F.col("ip_address")).alias("ip_address"),
         F.lower(normalize_string(F.col("status"))).alias("status"),
         try_timestamp(F.col("updated_at"), ISO_TS_OFFSET).alias("updated_at"),
-        F.col("_corrupt_record"),
         F.col("_rescued_data"),
         *carried(batch),
     )
     typed = _with_reporting_amount(typed, fx_rates, reporting_currency, "event_date")
-    errors = errors_unless_malformed(
-        F.col("_corrupt_record"),
-        error_if(is_blank(F.col("transaction_id")), "missing_transaction_id"),
-        error_if(F.col("customer_id").isNull(), "missing_customer_id"),
-        error_if(F.col("merchant_id").isNull(), "missing_merchant_id"),
-        error_if(F.col("event_time").isNull(), "unparseable_event_time"),
-        error_if(F.col("amount").isNull(), "unparseable_amount"),
-        error_if(F.col("amount") <= 0, "amount_not_positive"),
-        error_if(F.col("amount") > MAX_AMOUNT, "amount_out_of_range"),
-        error_if(~F.col("currency").isin(*KNOWN_CURRENCIES), "unknown_currency"),
-        error_if(
-            F.col("currency").isin(*KNOWN_CURRENCIES)
-            & F.col("event_time").isNotNull()
-            & (F.col("__rate_from").isNull() | F.col("__rate_to").isNull()),
-            "missing_fx_rate",
-        ),
-        error_if(~F.coalesce(F.col("__card_ok"), F.lit(False)), "invalid_card_number"),
-        error_if(~F.col("status").isin(*STATUSES), "invalid_status"),
-        error_if(F.col("updated_at").isNull() & F.col("_corrupt_record").isNull(), "unparseable_updated_at"),
-    )
     out = typed.select(
         "transaction_id",
         "customer_id",
@@ -250,7 +207,8 @@ def build_transactions(batch: DataFrame, fx_rates: DataFrame, reporting_currency
         "status",
         "updated_at",
         F.col("_rescued_data").alias("extra_fields"),
-        errors.alias("_errors"),
+        "__card_ok",
+        fx_found(F.col("currency"), F.col("event_date")).alias("__fx_found"),
         *carried(batch),
     )
     return out.withColumn(
@@ -284,26 +242,9 @@ def build_chargebacks(batch: DataFrame, fx_rates: DataFrame, reporting_currency:
         normalize_code(F.col("currency")).alias("currency"),
         try_date(F.col("chargeback_date")).alias("chargeback_date"),
         try_timestamp(F.col("received_at"), PLAIN_TS).alias("received_at"),
-        F.col("_corrupt_record"),
         *carried(batch),
     )
     typed = _with_reporting_amount(typed, fx_rates, reporting_currency, "chargeback_date")
-    errors = errors_unless_malformed(
-        F.col("_corrupt_record"),
-        error_if(F.col("chargeback_id").isNull(), "missing_chargeback_id"),
-        error_if(F.col("transaction_id").isNull(), "missing_transaction_id"),
-        error_if(F.col("amount").isNull(), "unparseable_amount"),
-        error_if(F.col("amount") <= 0, "amount_not_positive"),
-        error_if(F.col("chargeback_date").isNull(), "unparseable_chargeback_date"),
-        error_if(F.col("received_at").isNull(), "unparseable_received_at"),
-        error_if(~F.col("currency").isin(*KNOWN_CURRENCIES), "unknown_currency"),
-        error_if(
-            F.col("currency").isin(*KNOWN_CURRENCIES)
-            & F.col("chargeback_date").isNotNull()
-            & (F.col("__rate_from").isNull() | F.col("__rate_to").isNull()),
-            "missing_fx_rate",
-        ),
-    )
     out = typed.select(
         "chargeback_id",
         "transaction_id",
@@ -313,7 +254,7 @@ def build_chargebacks(batch: DataFrame, fx_rates: DataFrame, reporting_currency:
         fx_to(F.col("amount"), F.col("__rate_from"), F.col("__rate_to")).alias("amount_reporting"),
         "chargeback_date",
         "received_at",
-        errors.alias("_errors"),
+        fx_found(F.col("currency"), F.col("chargeback_date")).alias("__fx_found"),
         *carried(batch),
     )
     return out.withColumn(

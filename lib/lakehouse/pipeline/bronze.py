@@ -2,20 +2,29 @@
 
 Spark's file-source bookkeeping does the "exactly once": a streaming read of the landing folders
 with ``trigger(availableNow=True)`` and a checkpoint per table processes every file not seen by an
-earlier run, then stops. The Delta sink commits each micro-batch atomically and idempotently.
+earlier run, then stops. Each micro-batch is checked for schema drift (the source's policy:
+rescue, evolve or fail; see :mod:`lakehouse.quality.drift`) and appended in one Delta commit
+carrying the batch's id (``txnAppId``/``txnVersion``), so a batch retried after a crash is not
+appended twice.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 
+from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from lakehouse.config import TableSpec
+from lakehouse.errors import LakehouseError, SchemaDriftError
 from lakehouse.io import delta
 from lakehouse.io.raw import arrival_date_of, check_landing_folder, raw_stream
-from lakehouse.runlog import RunLog
+from lakehouse.quality import drift
+from lakehouse.quality.drift import evolved_columns
+from lakehouse.quality.expectations import RuleResult
+from lakehouse.runlog import RunLog, TableRun
 from lakehouse.tables import Lake
 
 log = logging.getLogger(__name__)
@@ -32,6 +41,44 @@ def with_ingest_metadata(df: DataFrame, run_id: str) -> DataFrame:
     )
 
 
+def ingest_batch(spark: SparkSession, lake: Lake, spec: TableSpec, batch: DataFrame, batch_id: int, tr: TableRun) -> None:
+    """Check one micro-batch for schema drift (per the source's policy) and append it."""
+    source = spec.source
+    assert source is not None
+    path = lake.path(spec.name)
+    batch = batch.persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        evolved = evolved_columns(spark.read.format("delta").load(path).columns, spec) if delta.is_delta(spark, path) else []
+        if source.format == "json":
+            found = drift.detect_json(batch, set(evolved) if source.schema_drift == "evolve" else set())
+        else:
+            files = {r[0]: int(r[1]) for r in batch.groupBy("_source_file").count().collect()}
+            found = drift.detect_csv(spark, spec, files)
+        rows = batch.count()
+        result = RuleResult("schema_drift", "fail" if source.schema_drift == "fail" else "warn", f"drift:{source.schema_drift}", "table")
+        result.evaluated, result.failed, result.ok = 1, int(bool(found)), not found
+        result.observed, result.threshold = float(len(found.fields) + len(found.missing)), "no unexpected or missing fields"
+        tr.add_quality([result])
+        if found and source.schema_drift == "fail":
+            raise SchemaDriftError(
+                f"{spec.name}: schema drift in {lake.raw_path(spec.name)}: {found.describe()}; source policy is fail, nothing was written"
+            )
+        if found and source.schema_drift == "evolve":
+            log.warning(
+                "%s: schema evolves: adding column(s) %s to bronze (%s)", spec.name, ", ".join(sorted(found.fields)), found.describe()
+            )
+        elif found:
+            log.warning("%s: schema drift, kept in %s (policy rescue): %s", spec.name, drift.RESCUED, found.describe())
+        out = batch
+        if source.schema_drift == "evolve":
+            out = drift.evolve(batch, sorted({*evolved, *found.fields}))
+        app_id = hashlib.sha1(lake.checkpoint("bronze", spec.name).encode()).hexdigest()
+        delta.append(out, path, txn=(app_id, batch_id), partition_by=("_ingest_date",), merge_schema=source.schema_drift == "evolve")
+        tr.rows_read += rows
+    finally:
+        batch.unpersist()
+
+
 def ingest_table(spark: SparkSession, lake: Lake, spec: TableSpec, runlog: RunLog) -> int:
     """Ingest the new raw files of one bronze table; return the number of records added."""
     path = lake.path(spec.name)
@@ -40,18 +87,30 @@ def ingest_table(spark: SparkSession, lake: Lake, spec: TableSpec, runlog: RunLo
         check_landing_folder(spark, raw, spec.name)
         before = delta.version(spark, path)
         stream = raw_stream(spark, spec, raw).transform(with_ingest_metadata, runlog.run_id)
+        raised: list[LakehouseError] = []
+
+        def each_batch(df: DataFrame, batch_id: int) -> None:
+            try:
+                ingest_batch(spark, lake, spec, df, batch_id, tr)
+            except LakehouseError as exc:
+                raised.append(exc)
+                raise
+
         query = (
-            stream.writeStream.format("delta")
-            .queryName(f"bronze_{spec.short_name}")
-            .outputMode("append")
-            .partitionBy("_ingest_date")
+            stream.writeStream.queryName(f"bronze_{spec.short_name}")
+            .foreachBatch(each_batch)
             .option("checkpointLocation", lake.checkpoint("bronze", spec.name))
             .trigger(availableNow=True)
-            .start(path)
+            .start()
         )
-        query.awaitTermination()
-        rows = sum(int(p.get("numInputRows", 0)) for p in query.recentProgress)
-        tr.rows_read = tr.rows_written = tr.rows_inserted = rows
+        try:
+            query.awaitTermination()
+        except Exception:
+            if raised:
+                raise raised[0] from None
+            raise
+        rows = tr.rows_read
+        tr.rows_written = tr.rows_inserted = rows
         tr.inputs = {f"raw:{spec.source.path if spec.source else ''}": None}
         tr.output_version = delta.version(spark, path)
         if tr.output_version == before:

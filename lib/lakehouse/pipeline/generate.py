@@ -72,6 +72,7 @@ def generate_raw_zone(spark: SparkSession, params: g.GeneratorParams, raw_root: 
         df = records[source].persist(StorageLevel.MEMORY_AND_DISK)
         per_source[source] = g.manifest_counts(df)
         g.write_day_folders(df, raw_root, source, params, new)
+        g.write_defect_ledger(df, f"{truth_root}/defects", source, params, new)
         df.unpersist()
         n = sum(int(per_source[source].get(d, {}).get("records", 0)) for d in new)
         result.records[source] = n

@@ -14,8 +14,11 @@ import logging
 from pyspark.sql import DataFrame, SparkSession
 
 from lakehouse.config import TableSpec
-from lakehouse.errors import PipelineError
+from lakehouse.errors import PipelineError, QualityError
 from lakehouse.io import delta
+from lakehouse.quality.constraints import sync_constraints, table_schema
+from lakehouse.quality.context import checker, expectations_of
+from lakehouse.quality.expectations import apply_expectations
 from lakehouse.runlog import RunLog, TableRun
 from lakehouse.tables import Lake
 
@@ -64,11 +67,20 @@ def build_table(spark: SparkSession, lake: Lake, spec: TableSpec, runlog: RunLog
             log.info("%s: incremental from %s", spec.name, {k: (last.get(k), current[k]) for k in current})
         out = spec.transform_fn()(tables, changes)
         schema = delta.schema_of(spark, spec.schema)
-        out = delta.check_schema(out, schema, spec.name).persist()
+        out = delta.check_schema(out, schema, spec.name)
+        delta.ensure_table(spark, path, table_schema(spark, spec), spec.partition_by, spec.properties, spec.description)
+        sync_constraints(spark, path, spec)
         try:
-            rows = out.count()
+            checked = apply_expectations(out, expectations_of(lake, spec), checker(spark, lake, spec, runlog.metrics))
+        except QualityError as exc:
+            tr.add_quality(exc.results)
+            raise
+        tr.add_quality(checked.results)
+        out = checked.valid().select(*schema.fieldNames())
+        try:
+            rows = checked.rows
             tr.rows_read = rows
-            delta.ensure_table(spark, path, schema, spec.partition_by, spec.properties, spec.description)
+            tr.rows_warned = checked.warned
             if rows:
                 if spec.mode == "replace_partitions":
                     col = spec.partition_by[0]
@@ -82,7 +94,7 @@ def build_table(spark: SparkSession, lake: Lake, spec: TableSpec, runlog: RunLog
                 tr.rows_inserted = m.get("numTargetRowsInserted", m.get("numOutputRows", 0))
                 tr.rows_updated = m.get("numTargetRowsUpdated", 0)
         finally:
-            out.unpersist()
+            checked.unpersist()
         tr.output_version = delta.version(spark, path)
     return tr
 

@@ -4,8 +4,10 @@ The increment is a streaming read of the bronze Delta table with ``trigger(avail
 and a checkpoint: each run sees exactly the bronze commits the previous runs did not. Every
 micro-batch is handled by :func:`process_batch`:
 
-1. the table's transform (named in its YAML) types and checks the rows, giving ``_errors``;
-2. rows with errors go to the table's quarantine table, with the original record and the rules;
+1. the table's transform (named in its YAML) types and cleans the rows;
+2. the table's expectations (also in its YAML) are applied in one pass: a broken ``fail`` rule
+   stops the run here, before anything is written; rows breaking ``quarantine`` rules go to the
+   table's quarantine table, with the original record and every rule broken;
 3. valid rows are deduplicated per key (highest version, then record hash, wins) and MERGEd
    (``merge``) or chained as SCD2 versions (``scd2``) into the silver table.
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from delta.tables import DeltaTable
@@ -26,9 +29,14 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from lakehouse.config import TableSpec
-from lakehouse.errors import PipelineError
+from lakehouse.errors import LakehouseError, PipelineError, QualityError
 from lakehouse.io import delta
-from lakehouse.quality.split import ERRORS, QUARANTINE_SCHEMA, quarantine_rows, split_valid
+from lakehouse.quality.constraints import sync_constraints, table_schema
+from lakehouse.quality.context import checker, expectations_of
+from lakehouse.quality.drift import evolved_columns
+from lakehouse.quality.expectations import apply_expectations
+from lakehouse.quality.metrics import QualityMetrics
+from lakehouse.quality.quarantine import QUARANTINE_SCHEMA, RECORD_METADATA, quarantine_rows
 from lakehouse.runlog import RunLog, TableRun
 from lakehouse.tables import Lake
 from lakehouse.transforms.dedup import latest_per_key
@@ -39,10 +47,11 @@ log = logging.getLogger(__name__)
 SCD2_SYSTEM = ("valid_to", "is_current")
 
 
-def _with_raw(batch: DataFrame) -> DataFrame:
-    """Add the runner's ``__raw`` (the bronze record as JSON) and ``__source_file`` columns."""
-    raw_cols = [c for c in batch.columns if not c.startswith("_") or c in ("_corrupt_record", "_rescued_data")]
-    return batch.select("*", F.to_json(F.struct(*raw_cols)).alias("__raw"), F.col("_source_file").alias("__source_file"))
+def with_input(batch: DataFrame) -> DataFrame:
+    """Add the runner's ``__in``: the bronze record as delivered (its source fields, the corrupt
+    and rescued data, the source file and arrival date), which the quarantine keeps."""
+    raw_cols = [c for c in batch.columns if not c.startswith("_") or c in RECORD_METADATA]
+    return batch.select("*", F.struct(*raw_cols).alias("__in"))
 
 
 def call_transform(spec: TableSpec, batch: DataFrame, others: dict[str, DataFrame], context: dict[str, Any]) -> DataFrame:
@@ -61,9 +70,7 @@ def call_transform(spec: TableSpec, batch: DataFrame, others: dict[str, DataFram
 
 
 def ensure_silver(spark: SparkSession, lake: Lake, spec: TableSpec) -> None:
-    delta.ensure_table(
-        spark, lake.path(spec.name), delta.schema_of(spark, spec.schema), spec.partition_by, spec.properties, spec.description
-    )
+    delta.ensure_table(spark, lake.path(spec.name), table_schema(spark, spec), spec.partition_by, spec.properties, spec.description)
     delta.ensure_table(
         spark,
         lake.quarantine_path(spec.name),
@@ -72,17 +79,20 @@ def ensure_silver(spark: SparkSession, lake: Lake, spec: TableSpec) -> None:
         None,
         f"Records that could not be made valid for {spec.name}",
     )
+    sync_constraints(spark, lake.path(spec.name), spec)
 
 
-def _merge(spark: SparkSession, lake: Lake, spec: TableSpec, valid: DataFrame) -> tuple[int, int]:
+def _merge(spark: SparkSession, lake: Lake, spec: TableSpec, valid: DataFrame, extra: Sequence[str] = ()) -> tuple[int, int]:
     path = lake.path(spec.name)
     schema = delta.schema_of(spark, spec.schema)
+    for c in extra:  # columns the source gained (schema_drift: evolve), kept as text
+        schema = schema.add(c, "string")
     latest = latest_per_key(valid, spec.keys, [spec.version_column or "", "_record_hash"])
     latest = delta.check_schema(latest, schema, spec.name)
     prune = None
     if spec.partition_by:
         prune = {c: [r[0] for r in latest.select(c).distinct().collect() if r[0] is not None] for c in spec.partition_by}
-    m = delta.merge_latest(spark, path, latest, spec.keys, spec.version_column or "", "_record_hash", prune)
+    m = delta.merge_latest(spark, path, latest, spec.keys, spec.version_column or "", "_record_hash", prune, evolve=bool(extra))
     return m.get("numTargetRowsInserted", 0), m.get("numTargetRowsUpdated", 0)
 
 
@@ -119,17 +129,44 @@ def _scd2(spark: SparkSession, lake: Lake, spec: TableSpec, valid: DataFrame) ->
     return m.get("numTargetRowsInserted", 0), m.get("numTargetRowsUpdated", 0)
 
 
-def process_batch(spark: SparkSession, lake: Lake, spec: TableSpec, batch: DataFrame, batch_id: int, run_id: str, tr: TableRun) -> None:
+def upsert(spark: SparkSession, lake: Lake, spec: TableSpec, valid: DataFrame, extra: Sequence[str] = ()) -> tuple[int, int]:
+    """Write valid rows the table's way (``merge`` or ``scd2``); ``(inserted, updated)`` rows.
+    ``extra``: columns evolved into the source (merge tables take them as new text columns)."""
+    if spec.mode == "scd2":
+        return _scd2(spark, lake, spec, valid)
+    return _merge(spark, lake, spec, valid, extra)
+
+
+def evolved_of(lake: Lake, spec: TableSpec, batch: DataFrame) -> list[str]:
+    """Source columns added by schema evolution that this table carries (merge tables only)."""
+    bronze = lake.spec(spec.upstream[0])
+    if spec.mode != "merge" or bronze.source is None or bronze.source.schema_drift != "evolve":
+        return []
+    return evolved_columns(batch.columns, bronze)
+
+
+def process_batch(
+    spark: SparkSession, lake: Lake, spec: TableSpec, batch: DataFrame, batch_id: int, run_id: str, tr: TableRun, metrics: QualityMetrics
+) -> None:
     """Type, check, quarantine and upsert one micro-batch of bronze rows (see module doc)."""
     others = {lake.spec(u).short_name: spark.read.format("delta").load(lake.path(u)) for u in spec.upstream[1:]}
     context = {"reporting_currency": lake.env.reporting_currency, "run_id": run_id}
-    checked = call_transform(spec, _with_raw(batch), others, context).persist(StorageLevel.MEMORY_AND_DISK)
+    typed = call_transform(spec, with_input(batch), others, context)
+    extra = evolved_of(lake, spec, batch)
+    if extra:
+        log.info("%s: carrying evolved source column(s) %s", spec.name, ", ".join(extra))
+        typed = typed.select("*", *[F.col(f"__in.`{c}`").alias(c) for c in extra])
     try:
-        counts = checked.agg(F.count(F.lit(1)).alias("read"), F.count_if(F.size(ERRORS) > 0).alias("rejected")).first()
-        read, quarantined = int(counts["read"]), int(counts["rejected"])
+        checked = apply_expectations(typed, expectations_of(lake, spec), checker(spark, lake, spec, metrics))
+    except QualityError as exc:
+        tr.add_quality(exc.results)
+        raise
+    tr.add_quality(checked.results)
+    try:
+        read, quarantined = checked.rows, checked.quarantined
         if read == 0:
             return
-        valid, rejected = split_valid(checked)
+        valid, rejected = checked.valid(), checked.rejected()
         # Replace (not append) this batch's quarantine rows: a retry after a failed attempt
         # overwrites what that attempt wrote. The MERGE comes last.
         stream = hashlib.sha1(lake.checkpoint("silver", spec.name).encode()).hexdigest()[:12]
@@ -140,10 +177,11 @@ def process_batch(spark: SparkSession, lake: Lake, spec: TableSpec, batch: DataF
         valid_n = read - quarantined
         inserted = updated = 0
         if valid_n:
-            inserted, updated = (_scd2 if spec.mode == "scd2" else _merge)(spark, lake, spec, valid)
+            inserted, updated = upsert(spark, lake, spec, valid, extra)
     finally:
         checked.unpersist()
     tr.rows_read += read
+    tr.rows_warned += checked.warned
     tr.rows_quarantined += quarantined
     tr.rows_inserted += inserted
     tr.rows_updated += updated
@@ -169,15 +207,30 @@ def build_table(spark: SparkSession, lake: Lake, spec: TableSpec, runlog: RunLog
         if not delta.is_delta(spark, lake.path(driver)):
             raise PipelineError(f"{spec.name}: upstream {driver} has no Delta table at {lake.path(driver)} (run bronze first)")
         tr.inputs = {u: delta.version(spark, lake.path(u)) for u in spec.upstream}
+        metrics = QualityMetrics(spark, lake)
+        raised: list[LakehouseError] = []
+
+        def each_batch(df: DataFrame, batch_id: int) -> None:
+            try:
+                process_batch(spark, lake, spec, df, batch_id, runlog.run_id, tr, metrics)
+            except LakehouseError as exc:  # re-raised below as itself, not as a StreamingQueryException
+                raised.append(exc)
+                raise
+
         stream = spark.readStream.format("delta").load(lake.path(driver))
         query = (
             stream.writeStream.queryName(f"silver_{spec.short_name}")
-            .foreachBatch(lambda df, batch_id: process_batch(spark, lake, spec, df, batch_id, runlog.run_id, tr))
+            .foreachBatch(each_batch)
             .option("checkpointLocation", lake.checkpoint("silver", spec.name))
             .trigger(availableNow=True)
             .start()
         )
-        query.awaitTermination()
+        try:
+            query.awaitTermination()
+        except Exception:
+            if raised:
+                raise raised[0] from None
+            raise
         tr.output_version = delta.version(spark, lake.path(spec.name))
     return tr
 

@@ -57,20 +57,5 @@ def try_decimal(col: Column, precision: int = 18, scale: int = 2) -> Column:
     return normalize_string(col).try_cast(f"decimal({precision},{scale})")
 
 
-def error_if(condition: Column, name: str) -> Column:
-    """``name`` where ``condition`` is true, else null (a null condition counts as false)."""
-    return F.when(F.coalesce(condition, F.lit(False)), F.lit(name))
-
-
-def collect_errors(*checks: Column) -> Column:
-    """An array of the names of the failed checks (empty when the row passes them all)."""
-    return F.filter(F.array(*checks), lambda x: x.isNotNull())
-
-
-def errors_unless_malformed(corrupt: Column, *checks: Column) -> Column:
-    """``['malformed_record']`` for a record that did not parse, else the failed ``checks``."""
-    return F.when(corrupt.isNotNull(), F.array(F.lit("malformed_record"))).otherwise(collect_errors(*checks))
-
-
 def is_blank(col: Column) -> Column:
     return col.isNull() | (F.trim(col) == "")
