@@ -33,6 +33,13 @@ demo: setup ## Generate the sample raw zone and build every layer locally, then 
 	./spark-submit.sh --env $(ENV) generate_raw --scale $(SCALE) --days $(DAYS)
 	./spark-submit.sh --env $(ENV) pipeline
 
+quality-report: setup ## Profile silver and gold, then write the HTML quality report (after `make demo`)
+	./spark-submit.sh --env $(ENV) quality_profile
+	./spark-submit.sh --env $(ENV) quality_report
+
+replay: setup ## Replay quarantined records: make replay TABLE=silver.transactions [RULE=...]
+	./spark-submit.sh --env $(ENV) replay --table $(TABLE) $(if $(RULE),--rule $(RULE))
+
 test: setup ## Run the test suite (unit and integration, local Spark)
 	$(PY) -m pytest -q
 
@@ -40,8 +47,9 @@ lint: setup ## ruff check and format check
 	$(VENV)/bin/ruff check lib jobs tests bench
 	$(VENV)/bin/ruff format --check lib jobs tests bench
 
-bench: setup ## Benchmarks that print figures (bench/)
+bench: setup ## Benchmarks that print figures (bench/): pipeline scale, quality overhead and recall
 	$(PY) bench/pipeline_scale.py --scale $(SCALE)
+	$(PY) bench/quality_overhead.py --scale $(SCALE)
 
 clean-lake: ## Delete the local lake (./lakehouse-data or $$LAKEHOUSE_ROOT if a local path)
 	rm -rf "$${LAKEHOUSE_ROOT:-./lakehouse-data}"
@@ -49,4 +57,4 @@ clean-lake: ## Delete the local lake (./lakehouse-data or $$LAKEHOUSE_ROOT if a 
 clean: ## Remove build outputs (keeps .venv and the lake)
 	rm -rf build .pytest_cache .ruff_cache
 
-.PHONY: help setup demo test lint bench clean clean-lake
+.PHONY: help setup demo quality-report replay test lint bench clean clean-lake

@@ -112,6 +112,33 @@ class RunLog:
         self._schema: StructType | None = None
         self.metrics = QualityMetrics(spark, lake)
 
+    def begin(self) -> list[str]:
+        """Record that this job run started (a row for table ``*``); a later run finds a run that
+        started and never ended (killed) and records it as ``abandoned``. Returns those run ids."""
+        abandoned = []
+        if delta.is_delta(self.spark, self.path):
+            rows = (
+                self.spark.read.format("delta")
+                .load(self.path)
+                .where(F.col("table") == "*")
+                .groupBy("run_id", "job")
+                .agg(F.collect_set("status").alias("s"))
+                .where(F.array_contains("s", "started") & (F.size("s") == 1))
+                .collect()
+            )
+            for r in rows:
+                abandoned.append(r["run_id"])
+                log.warning("run %s (%s) started and never finished (killed?): recorded as abandoned", r["run_id"], r["job"])
+                self._write(
+                    TableRun("*", datetime.now(timezone.utc)), "abandoned", f"superseded by run {self.run_id}", r["run_id"], r["job"]
+                )
+        self._write(TableRun("*", datetime.now(timezone.utc)), "started", None)
+        return abandoned
+
+    def end(self, status: str = "finished") -> None:
+        """Record that this job run ended."""
+        self._write(TableRun("*", datetime.now(timezone.utc)), status, None)
+
     def start(self, table: str) -> TableRun:
         tr = TableRun(table=table, started_at=datetime.now(timezone.utc))
         self.entries.append(tr)
@@ -129,12 +156,17 @@ class RunLog:
         self.finish(tr)
 
     def finish(self, tr: TableRun, status: str = "succeeded", error: str | None = None) -> None:
+        if tr.quality:  # first, so a run-log row never points at metrics that are not there
+            self.metrics.write(self.run_id, self.job, self.run_date, tr.table, tr.quality.values())
+        self._write(tr, status, error)
+
+    def _write(self, tr: TableRun, status: str, error: str | None, run_id: str | None = None, job: str | None = None) -> None:
         tr.status = status
         tr.error = error
         tr.ended_at = datetime.now(timezone.utc)
         row = Row(
-            run_id=self.run_id,
-            job=self.job,
+            run_id=run_id or self.run_id,
+            job=job or self.job,
             env=self.lake.env.name,
             table=tr.table,
             status=tr.status,
@@ -159,8 +191,6 @@ class RunLog:
         if self._schema is None:  # create the table once per job, not on every row
             self._schema = delta.schema_of(self.spark, SCHEMA)
             delta.ensure_table(self.spark, self.path, self._schema, comment="One row per job run and table")
-        if tr.quality:  # first, so a run-log row never points at metrics that are not there
-            self.metrics.write(self.run_id, self.job, self.run_date, tr.table, tr.quality.values())
         delta.append(self.spark.createDataFrame([row], self._schema), self.path, merge_schema=True)
 
     def last_inputs(self, table: str) -> dict[str, int] | None:

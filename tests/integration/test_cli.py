@@ -27,7 +27,10 @@ def error_lines(proc: subprocess.CompletedProcess[str]) -> list[str]:
 def test_unknown_job(tmp_path: Path) -> None:
     proc = run(["./spark-submit.sh", "no_such_job"])
     assert proc.returncode == 2
-    assert proc.stderr.strip() == ("spark-submit.sh: unknown job 'no_such_job' (known: bronze, generate_raw, gold, pipeline, silver)")
+    assert proc.stderr.strip() == (
+        "spark-submit.sh: unknown job 'no_such_job' "
+        "(known: bronze, generate_raw, gold, pipeline, quality_profile, quality_report, replay, silver)"
+    )
     assert len(proc.stderr.strip().splitlines()) == 1
 
 

@@ -4,6 +4,9 @@ constraints, and a fail rule that stops a run with nothing committed."""
 from __future__ import annotations
 
 import dataclasses
+import os
+import shutil
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,11 +21,13 @@ from lakehouse.errors import PipelineError, QualityError
 from lakehouse.io import delta
 from lakehouse.payments.defects import EXPECTED_RULES, format_score, score
 from lakehouse.payments.generator import GeneratorParams
+from lakehouse.pipeline import profile as profile_job
 from lakehouse.pipeline import replay, silver
 from lakehouse.pipeline.generate import generate_raw_zone
 from lakehouse.pipeline.runner import main as pipeline_main
 from lakehouse.pipeline.summary import reconcile
 from lakehouse.quality.expectations import parse_expectations
+from lakehouse.quality.report import write_report
 from lakehouse.runlog import RunLog, new_run_id
 from lakehouse.tables import Lake
 from tests.conftest import CONF, env_for
@@ -205,3 +210,71 @@ def test_replay_rejects_an_unknown_rule(spark: SparkSession, lh: Lakehouse) -> N
             RunLog(spark, lake, "replay", new_run_id(), lh.params.day(5)),
             replay.Selection(rule="fx_rate_knwon"),
         )
+
+
+def chromium() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+def test_profile_flags_outliers_without_dropping_them(spark: SparkSession, lh: Lakehouse) -> None:
+    lake = lh.lake
+    alerts = profile_job.run(spark, lake, "profile-run-1", ["silver.transactions", "gold.merchant_daily_kpis"])
+    assert isinstance(alerts, list)
+    prof = {
+        r.column: r for r in spark.read.format("delta").load(lake.ops_path("quality_profiles")).where("run_id = 'profile-run-1'").collect()
+    }
+    tx = spark.read.format("delta").load(lake.path("silver.transactions"))
+    n = tx.count()
+    assert prof["amount"].rows == n and prof["device_id"].nulls == tx.where("device_id IS NULL").count()
+    assert prof["channel"].distinct_approx == 3 and sorted(v.value for v in prof["channel"].top_values) == ["android", "ios", "web"]
+    q = prof["amount"].quantiles
+    assert len(q) == 5 and q == sorted(q) and float(prof["amount"].min) <= q[0] and q[4] <= float(prof["amount"].max)
+    hi = prof["amount"].outlier_high
+    flagged = spark.read.format("delta").load(lake.ops_path("quality_outliers")).where("run_id = 'profile-run-1' AND column = 'amount'")
+    expected = (
+        tx.where(F.col("amount").cast("double") > hi).count()
+        + tx.where(F.col("amount").cast("double") < prof["amount"].outlier_low).count()
+    )
+    assert prof["amount"].outliers == expected > 0 and flagged.count() == expected
+    ids = [r.key for r in flagged.collect()]
+    assert tx.where(F.col("transaction_id").isin(ids)).count() == expected  # flagged, still in the table
+
+
+def test_quality_report_renders_its_charts_in_headless_chromium(spark: SparkSession, lh: Lakehouse, tmp_path: Path) -> None:
+    browser = chromium()
+    if browser is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed (.ci/run installs Debian's chromium)")
+        pytest.skip("chromium is not installed: apt-get install chromium")
+    out = tmp_path / "quality.html"
+    write_report(spark, lh.lake, str(out))
+    text = out.read_text()
+    assert "<svg" not in text.split('<script type="application/json"')[0]  # the charts are drawn by the page itself
+    assert "4532" not in text or "****" in text  # no card number in clear
+    dom = subprocess.run(
+        [browser, "--headless=new", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000", "--dump-dom", out.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    html = dom.stdout
+    assert 'data-rendered="true"' in html and 'data-error="' not in html, html[:3000]
+    charts = int(html.split('data-charts="')[1].split('"')[0])
+    assert charts >= 8
+    assert html.count('class="series"') >= 5 and html.count('class="bar"') >= 10 and html.count('class="box"') >= 3
+    for table in ("silver.transactions", "silver.customers", "gold.merchant_daily_kpis"):
+        assert f">{table}</h2>" in html
+    for rule in ("currency_known", "amount_positive", "well_formed"):
+        assert f">{rule}</text>" in html  # a bar of the quarantine chart
+    shot = tmp_path / "quality.png"
+    subprocess.run(
+        [browser, "--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,2400", f"--screenshot={shot}", out.as_uri()],
+        capture_output=True,
+        timeout=120,
+    )
+    assert shot.exists() and shot.stat().st_size > 20_000

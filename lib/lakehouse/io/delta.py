@@ -6,7 +6,8 @@ Each write is one Delta commit, so a failed run leaves the previous version inta
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import date
 from typing import Any
 
@@ -37,9 +38,41 @@ def version(spark: SparkSession, path: str) -> int | None:
     return int(row["version"]) if row else None
 
 
+@contextmanager
+def tagged(spark: SparkSession, tag: str) -> Iterator[None]:
+    """Commits made inside carry ``tag`` as their userMetadata (see :func:`tagged_commit`)."""
+    key = "spark.databricks.delta.commitInfo.userMetadata"
+    spark.conf.set(key, tag)
+    try:
+        yield
+    finally:
+        spark.conf.unset(key)
+
+
+def tagged_commit(spark: SparkSession, path: str, tag: str, recent: int = 50) -> dict[str, int] | None:
+    """The operation metrics of a recent commit tagged ``tag``, or None if there is none.
+
+    This is how a retried step knows that an interrupted attempt already committed: the write
+    is skipped and its counts are taken from that commit, so nothing is counted twice.
+    """
+    if not is_delta(spark, path):
+        return None
+    hist = DeltaTable.forPath(spark, path).history(recent)
+    # an auto-compaction inside the tagged block carries the tag too: take the data commit
+    row = hist.where((F.col("userMetadata") == tag) & ~F.col("operation").isin(*MAINTENANCE)).select("operationMetrics").first()
+    if row is None:
+        return None
+    return {k: int(v) for k, v in (row["operationMetrics"] or {}).items() if str(v).lstrip("-").isdigit()}
+
+
+MAINTENANCE = ("OPTIMIZE", "VACUUM START", "VACUUM END", "ADD CONSTRAINT", "DROP CONSTRAINT")
+
+
 def last_metrics(spark: SparkSession, path: str) -> dict[str, int]:
-    """``operationMetrics`` of the table's latest commit, as integers."""
-    row = DeltaTable.forPath(spark, path).history(1).select("operationMetrics").first()
+    """``operationMetrics`` of the table's latest data commit, as integers (an auto-compaction
+    right after a MERGE is a later commit: it is skipped)."""
+    hist = DeltaTable.forPath(spark, path).history(10)
+    row = hist.where(~F.col("operation").isin(*MAINTENANCE)).select("operationMetrics").first()
     return {k: int(v) for k, v in (row["operationMetrics"] or {}).items() if str(v).lstrip("-").isdigit()}
 
 

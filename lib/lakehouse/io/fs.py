@@ -72,3 +72,14 @@ def write_text_atomic(spark: SparkSession, uri: str, text: str) -> None:
         fs.delete(path, False)
     if not fs.rename(tmp, path):
         raise OSError(f"could not rename {tmp} to {uri}")
+
+
+def stream_id(spark: SparkSession, checkpoint: str) -> str:
+    """The id Spark gave a streaming query's checkpoint (new when the checkpoint is reset).
+
+    Keys derived from it (micro-batch keys, Delta txnAppId, commit tags) never collide with
+    those of an earlier checkpoint at the same place, whose batch ids restarted at 0.
+    """
+    import json
+
+    return str(json.loads(read_text(spark, f"{checkpoint}/metadata").splitlines()[0])["id"])

@@ -10,7 +10,6 @@ appended twice.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 
 from pyspark import StorageLevel
@@ -19,7 +18,8 @@ from pyspark.sql import functions as F
 
 from lakehouse.config import TableSpec
 from lakehouse.errors import LakehouseError, SchemaDriftError
-from lakehouse.io import delta
+from lakehouse.faults import crash_point
+from lakehouse.io import delta, fs
 from lakehouse.io.raw import arrival_date_of, check_landing_folder, raw_stream
 from lakehouse.quality import drift
 from lakehouse.quality.drift import evolved_columns
@@ -72,8 +72,9 @@ def ingest_batch(spark: SparkSession, lake: Lake, spec: TableSpec, batch: DataFr
         out = batch
         if source.schema_drift == "evolve":
             out = drift.evolve(batch, sorted({*evolved, *found.fields}))
-        app_id = hashlib.sha1(lake.checkpoint("bronze", spec.name).encode()).hexdigest()
+        app_id = f"lakehouse-bronze-{fs.stream_id(spark, lake.checkpoint('bronze', spec.name))}"
         delta.append(out, path, txn=(app_id, batch_id), partition_by=("_ingest_date",), merge_schema=source.schema_drift == "evolve")
+        crash_point("bronze.after_append", spec.name)
         tr.rows_read += rows
     finally:
         batch.unpersist()

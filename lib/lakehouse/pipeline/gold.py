@@ -15,6 +15,7 @@ from pyspark.sql import DataFrame, SparkSession
 
 from lakehouse.config import TableSpec
 from lakehouse.errors import PipelineError, QualityError
+from lakehouse.faults import crash_point
 from lakehouse.io import delta
 from lakehouse.quality.constraints import sync_constraints, table_schema
 from lakehouse.quality.context import checker, expectations_of
@@ -89,6 +90,7 @@ def build_table(spark: SparkSession, lake: Lake, spec: TableSpec, runlog: RunLog
                     log.info("%s: replaced %d partition(s) %s..%s", spec.name, len(values), values[0], values[-1])
                 else:
                     delta.merge_upsert(spark, path, out, spec.keys)
+                crash_point("gold.after_write", spec.name)
                 m = delta.last_metrics(spark, path)
                 tr.rows_written = rows
                 tr.rows_inserted = m.get("numTargetRowsInserted", m.get("numOutputRows", 0))

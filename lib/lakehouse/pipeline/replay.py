@@ -35,6 +35,7 @@ from pyspark.sql import functions as F
 from lakehouse.cli import context, parser
 from lakehouse.config import TableSpec
 from lakehouse.errors import PipelineError, QualityError
+from lakehouse.faults import crash_point
 from lakehouse.io import delta
 from lakehouse.pipeline.silver import call_transform, ensure_silver, upsert, with_input
 from lakehouse.quality.context import checker, expectations_of
@@ -106,7 +107,15 @@ def replay_table(spark: SparkSession, lake: Lake, spec: TableSpec, runlog: RunLo
             moved = read - still
             inserted = updated = 0
             if moved:
-                inserted, updated = upsert(spark, lake, spec, checked.valid())
+                tag = f"lakehouse:replay:{spec.name}:q{q_version}:{selection.rule or '*'}:{selection.run_id or '*'}"
+                done = delta.tagged_commit(spark, lake.path(spec.name), tag)
+                if done is not None:  # an interrupted replay upserted these: finish its move, count from its commit
+                    inserted, updated = done.get("numTargetRowsInserted", 0), done.get("numTargetRowsUpdated", 0)
+                    log.info("%s: an interrupted replay already upserted these records; finishing the move", spec.name)
+                else:
+                    with delta.tagged(spark, tag):
+                        inserted, updated = upsert(spark, lake, spec, checked.valid())
+                crash_point("replay.after_upsert", spec.name)
             if read:
                 verdicts = checked.df.select(Q_BATCH, Q_RECORD, F.col(ERRORS).alias("errors")).distinct()
                 (
@@ -156,7 +165,13 @@ def main(argv: Sequence[str] | None) -> int:
     spec = ctx.lake.spec(args.table)
     spark = get_spark(ctx.env, "lakehouse-replay", args.master)
     runlog = RunLog(spark, ctx.lake, "replay", ctx.run_id, args.run_date)
-    tr = replay_table(spark, ctx.lake, spec, runlog, Selection(args.rule, args.from_run))
+    runlog.begin()
+    try:
+        tr = replay_table(spark, ctx.lake, spec, runlog, Selection(args.rule, args.from_run))
+    except Exception:
+        runlog.end("failed")
+        raise
+    runlog.end()
     print(
         f"{spec.name}: {tr.rows_read} record(s) replayed, {tr.rows_read - tr.rows_quarantined} moved to silver "
         f"({tr.rows_inserted} new, {tr.rows_updated} updated, {tr.rows_duplicate} duplicates), {tr.rows_quarantined} still in quarantine",

@@ -34,16 +34,22 @@ def main(argv: Sequence[str] | None, layers: str = "bronze,silver,gold", summary
         ctx.lake.spec(t)
     spark = get_spark(ctx.env, f"lakehouse-{'-'.join(chosen)}", args.master)
     runlog = RunLog(spark, ctx.lake, "pipeline", ctx.run_id, args.run_date)
+    runlog.begin()
     stages: list[tuple[str, float, str]] = []
     for layer in chosen:
         t0 = time.monotonic()
         log.info("== %s ==", layer)
-        LAYERS[layer](spark, ctx.lake, runlog, tables or None)
+        try:
+            LAYERS[layer](spark, ctx.lake, runlog, tables or None)
+        except Exception:
+            runlog.end("failed")
+            raise
         secs = time.monotonic() - t0
         entries = [e for e in runlog.entries if e.table.startswith(layer + ".")]
         detail = ", ".join(f"{e.table.split('.', 1)[1]} +{e.rows_inserted}" for e in entries)
         log.info("== %s done in %.1fs: %s", layer, secs, detail)
         stages.append((layer, secs, detail))
+    runlog.end()
     if not args.no_summary:
-        print(render(stages, table_stats(spark, ctx.lake), reconcile(spark, ctx.lake)), flush=True)
+        print(render(stages, table_stats(spark, ctx.lake), reconcile(spark, ctx.lake), runlog.entries), flush=True)
     return 0

@@ -17,7 +17,6 @@ valid row that did not become a new row of silver (an exact re-send, or an older
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import logging
 from collections.abc import Sequence
@@ -30,7 +29,8 @@ from pyspark.sql import functions as F
 
 from lakehouse.config import TableSpec
 from lakehouse.errors import LakehouseError, PipelineError, QualityError
-from lakehouse.io import delta
+from lakehouse.faults import crash_point
+from lakehouse.io import delta, fs
 from lakehouse.quality.constraints import sync_constraints, table_schema
 from lakehouse.quality.context import checker, expectations_of
 from lakehouse.quality.drift import evolved_columns
@@ -169,15 +169,22 @@ def process_batch(
         valid, rejected = checked.valid(), checked.rejected()
         # Replace (not append) this batch's quarantine rows: a retry after a failed attempt
         # overwrites what that attempt wrote. The MERGE comes last.
-        stream = hashlib.sha1(lake.checkpoint("silver", spec.name).encode()).hexdigest()[:12]
-        key = f"{stream}-{batch_id}"
+        key = f"{fs.stream_id(spark, lake.checkpoint('silver', spec.name))[:13]}-{batch_id}"
         qpath = lake.quarantine_path(spec.name)
         if quarantined or spark.read.format("delta").load(qpath).where(F.col("batch_key") == key).limit(1).count():
             delta.replace_where_equals(quarantine_rows(rejected, spec.name, run_id, key), qpath, "batch_key", key)
         valid_n = read - quarantined
         inserted = updated = 0
         if valid_n:
-            inserted, updated = upsert(spark, lake, spec, valid, extra)
+            tag = f"lakehouse:{spec.name}:{key}"
+            done = delta.tagged_commit(spark, lake.path(spec.name), tag)
+            if done is not None:  # an interrupted attempt merged this batch: count it from that commit
+                inserted, updated = done.get("numTargetRowsInserted", 0), done.get("numTargetRowsUpdated", 0)
+                log.info("%s: batch %d was merged by an interrupted run; counted from its commit", spec.name, batch_id)
+            else:
+                with delta.tagged(spark, tag):
+                    inserted, updated = upsert(spark, lake, spec, valid, extra)
+            crash_point("silver.after_merge", spec.name)
     finally:
         checked.unpersist()
     tr.rows_read += read

@@ -9,6 +9,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from lakehouse.io import delta
+from lakehouse.runlog import TableRun
 from lakehouse.tables import Lake
 
 
@@ -70,8 +71,26 @@ def table_stats(spark: SparkSession, lake: Lake) -> list[tuple[str, int | None, 
     return rows
 
 
+def quality_lines(entries: list[TableRun]) -> list[str]:
+    """Per table of this run: rows quarantined and warned by rule, table-level checks that failed."""
+    lines = []
+    for e in entries:
+        parts = []
+        for r in e.quality.values():
+            if r.failed and r.level == "row":
+                parts.append(f"{r.rule} {r.failed}" + (" (warn)" if r.severity == "warn" else ""))
+            elif not r.ok:
+                parts.append(f"{r.rule}: {r.observed} vs {r.threshold} ({r.severity})")
+        if parts:
+            lines.append(f"  {e.table:<24} " + ", ".join(parts))
+    return lines
+
+
 def render(
-    stages: list[tuple[str, float, str]], stats: list[tuple[str, int | None, int, int, int | None]], recon: list[Reconciliation]
+    stages: list[tuple[str, float, str]],
+    stats: list[tuple[str, int | None, int, int, int | None]],
+    recon: list[Reconciliation],
+    entries: list[TableRun] | None = None,
 ) -> str:
     """A plain-text summary a person reads at a glance."""
     lines = ["", "=" * 78, "LAKEHOUSE RUN SUMMARY", "=" * 78, "Stages:"]
@@ -80,6 +99,9 @@ def render(
     lines += ["", f"  {'table':<30}{'rows':>12}{'files':>8}{'MiB':>9}{'version':>9}   (data files of the current version)"]
     for name, n, files, size, ver in stats:
         lines.append(f"  {name:<30}{'-' if n is None else n:>12}{files:>8}{size / 2**20:>9.2f}{'-' if ver is None else ver:>9}")
+    quality = quality_lines(entries or [])
+    if quality:
+        lines += ["", "Quality, this run (rows breaking each rule; quarantined unless marked warn):", *quality]
     lines += ["", "Reconciliation (bronze = silver + quarantined + duplicates):"]
     for r in recon:
         mark = "OK" if r.ok else "MISMATCH"

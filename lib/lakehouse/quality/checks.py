@@ -218,8 +218,12 @@ def unique(
 
 
 @check("foreign_key")
-def foreign_key(ctx: CheckContext, column: str, table: str, key: str | None = None, where: str | None = None) -> RowCheck:
-    """The value exists as ``key`` (default: the same name) in ``table`` (filtered by ``where``)."""
+def foreign_key(
+    ctx: CheckContext, column: str, table: str, key: str | None = None, where: str | None = None, broadcast: bool = True
+) -> RowCheck:
+    """The value exists as ``key`` (default: the same name) in ``table`` (filtered by ``where``).
+    The distinct keys are broadcast (a dimension's keys fit in memory); ``broadcast: false``
+    leaves the join strategy to Spark."""
     found = ctx.helper("found")
 
     def prepare(df: DataFrame) -> DataFrame:
@@ -227,7 +231,7 @@ def foreign_key(ctx: CheckContext, column: str, table: str, key: str | None = No
         if where:
             ref = ref.where(where)
         ref = ref.select(F.col(key or column).alias(found)).distinct()
-        return df.join(ref, F.col(column) == F.col(found), "left")
+        return df.join(F.broadcast(ref) if broadcast else ref, F.col(column) == F.col(found), "left")
 
     return RowCheck(failed=F.col(column).isNotNull() & F.col(found).isNull(), prepare=prepare)
 

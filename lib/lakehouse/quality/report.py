@@ -71,7 +71,7 @@ def collect(spark: SparkSession, lake: Lake, last_runs: int = 12) -> dict[str, A
     if profiles is not None:
         row = profiles.orderBy(F.col("profiled_at").desc()).select("run_id").first()
         latest_profile = row[0] if row else None
-    for layer in ("bronze", "silver", "gold"):
+    for layer in ("silver", "gold", "bronze"):  # bronze last: it only has its drift checks
         for spec in lake.layer(layer):
             t: dict[str, Any] = {
                 "name": spec.name,

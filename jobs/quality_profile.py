@@ -1,6 +1,6 @@
 """Profile silver and gold tables: column statistics, outlier flags, anomaly alerts.
 
-./spark-submit.sh profile [--tables silver.transactions,...]
+./spark-submit.sh quality_profile [--tables silver.transactions,...]
 """
 
 from __future__ import annotations
