@@ -77,8 +77,9 @@ class Paths:
 
 @dataclass(frozen=True)
 class QualitySettings:
-    """``quality:`` in the environment: ``expectations: false`` skips every table's rules
-    (to measure what they cost; rows then go unchecked into silver)."""
+    """``quality:`` in the environment: ``expectations: false`` skips every table's rules and
+    does not add constraints to new tables (only to measure what they cost: rows then go
+    unchecked into silver)."""
 
     expectations: bool = True
 

@@ -69,8 +69,10 @@ def build_table(spark: SparkSession, lake: Lake, spec: TableSpec, runlog: RunLog
         out = spec.transform_fn()(tables, changes)
         schema = delta.schema_of(spark, spec.schema)
         out = delta.check_schema(out, schema, spec.name)
-        delta.ensure_table(spark, path, table_schema(spark, spec), spec.partition_by, spec.properties, spec.description)
-        sync_constraints(spark, path, spec)
+        enforce = lake.env.quality.expectations
+        delta.ensure_table(spark, path, table_schema(spark, spec, enforce), spec.partition_by, spec.properties, spec.description)
+        if enforce:
+            sync_constraints(spark, path, spec)
         try:
             checked = apply_expectations(out, expectations_of(lake, spec), checker(spark, lake, spec, runlog.metrics))
         except QualityError as exc:

@@ -70,7 +70,10 @@ def call_transform(spec: TableSpec, batch: DataFrame, others: dict[str, DataFram
 
 
 def ensure_silver(spark: SparkSession, lake: Lake, spec: TableSpec) -> None:
-    delta.ensure_table(spark, lake.path(spec.name), table_schema(spark, spec), spec.partition_by, spec.properties, spec.description)
+    enforce = lake.env.quality.expectations  # off: no rules, no constraints (to measure their cost)
+    delta.ensure_table(
+        spark, lake.path(spec.name), table_schema(spark, spec, enforce), spec.partition_by, spec.properties, spec.description
+    )
     delta.ensure_table(
         spark,
         lake.quarantine_path(spec.name),
@@ -79,7 +82,8 @@ def ensure_silver(spark: SparkSession, lake: Lake, spec: TableSpec) -> None:
         None,
         f"Records that could not be made valid for {spec.name}",
     )
-    sync_constraints(spark, lake.path(spec.name), spec)
+    if enforce:
+        sync_constraints(spark, lake.path(spec.name), spec)
 
 
 def _merge(spark: SparkSession, lake: Lake, spec: TableSpec, valid: DataFrame, extra: Sequence[str] = ()) -> tuple[int, int]:

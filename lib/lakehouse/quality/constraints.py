@@ -64,10 +64,11 @@ def not_null_columns(spec: TableSpec) -> set[str]:
     return out
 
 
-def table_schema(spark: SparkSession, spec: TableSpec) -> StructType:
-    """The declared schema, with the ``fail`` rules' non-null columns marked NOT NULL."""
+def table_schema(spark: SparkSession, spec: TableSpec, enforce: bool = True) -> StructType:
+    """The declared schema, with the ``fail`` rules' non-null columns marked NOT NULL (unless
+    ``enforce`` is false: expectations turned off, to measure what they cost)."""
     schema = delta.schema_of(spark, spec.schema)
-    required = not_null_columns(spec)
+    required = not_null_columns(spec) if enforce else set()
     return StructType([StructField(f.name, f.dataType, f.nullable and f.name not in required, f.metadata) for f in schema.fields])
 
 
