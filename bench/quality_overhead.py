@@ -2,8 +2,8 @@
 
     .venv/bin/python bench/quality_overhead.py --scale 1 [--days 30] [--root /tmp/bench-quality] [--repeat 2]
 
-Generates one raw zone, then builds bronze and silver on fresh lakes over it, alternately with
-expectations on and off (``--conf quality.expectations=false``), each silver run in a fresh
+Generates one raw zone and its bronze tables, then builds silver on copies of that lake,
+alternately with expectations on and off (``--conf quality.expectations=false``), each silver run in a fresh
 process. Prints the silver stage's time per run (sum of the silver tables' run-log seconds) and
 the ratio on/off (best of ``--repeat`` each), then scores the quarantine of an "on" lake against
 the generator's defect ledger (recall per defect kind, precision per source). Writes the figures
@@ -57,7 +57,7 @@ def main() -> None:
     p.add_argument("--scale", type=float, default=1.0)
     p.add_argument("--days", type=int, default=30)
     p.add_argument("--repeat", type=int, default=2)
-    p.add_argument("--root", help="work folder (default: a new temporary folder, deleted afterwards)")
+    p.add_argument("--root", help="work folder, kept; a later run reuses its raw zone (default: a temporary folder, deleted after)")
     args = p.parse_args()
     root = Path(args.root) if args.root else Path(tempfile.mkdtemp(prefix="lakehouse-bench-quality-"))
     raw = root / "raw"
@@ -65,15 +65,28 @@ def main() -> None:
     env = load_env(default_conf_dir(), "local", [f"lake_root={root / 'gen'}", f"paths.raw={raw}"])
     spark = get_spark(env, "lakehouse-bench-quality")
     try:
-        t0 = time.monotonic()
-        generate_raw_zone(spark, GeneratorParams(scale=args.scale, days=args.days), str(raw), env.paths.truth)
-        print(f"raw zone at scale {args.scale}, {args.days} days: {time.monotonic() - t0:.0f}s", flush=True)
+        if args.root and (root / "generated.json").exists():
+            if json.loads((root / "generated.json").read_text()) != {"scale": args.scale, "days": args.days}:
+                raise SystemExit(f"{root} holds a raw zone of other parameters: {(root / 'generated.json').read_text()}")
+            print(f"raw zone at scale {args.scale}, {args.days} days: reused from {raw}", flush=True)
+        else:
+            t0 = time.monotonic()
+            generate_raw_zone(spark, GeneratorParams(scale=args.scale, days=args.days), str(raw), env.paths.truth)
+            (root / "generated.json").write_text(json.dumps({"scale": args.scale, "days": args.days}))
+            print(f"raw zone at scale {args.scale}, {args.days} days: {time.monotonic() - t0:.0f}s", flush=True)
         runs: dict[str, list[float]] = {"on": [], "off": []}
         last_on = None
+        bronze_lake = root / "lake-bronze"  # bronze is built once; each silver run starts from a copy
+        if not bronze_lake.exists():
+            building = root / "lake-bronze.partial"
+            shutil.rmtree(building, ignore_errors=True)
+            job(building, raw, "--layers", "bronze")
+            building.rename(bronze_lake)
         for i in range(args.repeat):
             for mode in ("on", "off"):
                 lake_root = root / f"lake-{mode}-{i}"
-                job(lake_root, raw, "--layers", "bronze")
+                shutil.rmtree(lake_root, ignore_errors=True)
+                shutil.copytree(bronze_lake, lake_root)
                 flag = [] if mode == "on" else ["--conf", "quality.expectations=false"]
                 wall = job(lake_root, raw, "--layers", "silver", *flag)
                 lake = Lake(

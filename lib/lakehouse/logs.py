@@ -54,3 +54,27 @@ def stage(logger: logging.Logger, name: str) -> Iterator[dict[str, object]]:
     info["seconds"] = round(time.monotonic() - start, 1)
     details = ", ".join(f"{k}={v}" for k, v in info.items())
     logger.info("%s: done (%s)", name, details)
+
+
+class Laps:
+    """Time the steps of a piece of work for its log line: ``laps.lap("check")`` after each step.
+
+    Example::
+
+        laps = Laps()
+        ...; laps.lap("check")
+        ...; laps.lap("merge")
+        log.info("batch done (%s)", laps)   # batch done (check 1.2s, merge 3.4s)
+    """
+
+    def __init__(self) -> None:
+        self._last = time.monotonic()
+        self.laps: dict[str, float] = {}
+
+    def lap(self, name: str) -> None:
+        now = time.monotonic()
+        self.laps[name] = self.laps.get(name, 0.0) + now - self._last
+        self._last = now
+
+    def __str__(self) -> str:
+        return ", ".join(f"{k} {v:.1f}s" for k, v in self.laps.items())

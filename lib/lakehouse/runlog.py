@@ -188,10 +188,10 @@ class RunLog:
             rows_warned=tr.rows_warned,
             rules_broken=tr.rules_broken,
         )
-        if self._schema is None:  # create the table once per job, not on every row
+        create = self._schema is None  # the table is created once per job, not on every row
+        if self._schema is None:
             self._schema = delta.schema_of(self.spark, SCHEMA)
-            delta.ensure_table(self.spark, self.path, self._schema, comment="One row per job run and table")
-        delta.append(self.spark.createDataFrame([row], self._schema), self.path, merge_schema=True)
+        delta.append_rows(self.spark, self.path, [row], self._schema, "One row per job run and table", create, merge_schema=True)
 
     def last_inputs(self, table: str) -> dict[str, int] | None:
         """Input versions of the latest successful run that wrote ``table`` (None: never ran)."""

@@ -16,6 +16,8 @@ from lakehouse.config import ConfigError, load_tables
 from lakehouse.errors import SchemaDriftError
 from lakehouse.io import delta
 from lakehouse.pipeline import bronze, silver
+from lakehouse.pipeline.replay import Selection, replay_table
+from lakehouse.quality.expectations import Expectation
 from lakehouse.runlog import RunLog, new_run_id
 from lakehouse.tables import Lake
 from tests.conftest import CONF, env_for
@@ -103,6 +105,22 @@ def test_evolve_adds_the_new_field_as_a_column_of_bronze_and_silver(spark: Spark
         "M3": (None, None),
         "M4": ("m4.example", "gold"),
     }
+    # A record with an evolved field, quarantined by a (too strict) rule, then replayed once the
+    # rule is gone: the evolved field comes back with it.
+    spec = lake.spec("silver.merchants")
+    strict = Expectation("no_m5", "quarantine", "a rule that turns out wrong", expr="merchant_id <> 'M5'")
+    strict_lake = Lake(
+        lake.env, MappingProxyType({**lake.specs, spec.name: dataclasses.replace(spec, expectations=(*spec.expectations, strict))})
+    )
+    land(tmp_path, "merchants", "2026-01-04", [doc("M5", website="m5.example", loyalty="silver")])
+    bronze.ingest_table(spark, lake, lake.spec("bronze.merchants"), rl)
+    silver.build_table(spark, strict_lake, strict_lake.spec(spec.name), rl)
+    q = spark.read.format("delta").load(lake.quarantine_path(spec.name)).collect()
+    assert [(json.loads(r.record)["website"], r.errors) for r in q] == [("m5.example", ["no_m5"])]
+    replay_table(spark, lake, spec, rl, Selection(rule="no_m5"))
+    s = spark.read.format("delta").load(lake.path(spec.name)).where("merchant_id = 'M5'")
+    assert [(r.website, r.loyalty) for r in s.collect()] == [("m5.example", "silver")]
+    assert spark.read.format("delta").load(lake.quarantine_path(spec.name)).count() == 0
 
 
 def test_fail_refuses_the_batch_naming_file_and_field(spark: SparkSession, tmp_path: Path) -> None:

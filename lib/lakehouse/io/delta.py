@@ -12,7 +12,7 @@ from datetime import date
 from typing import Any
 
 from delta.tables import DeltaTable
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
@@ -123,6 +123,17 @@ def append(
     if txn:
         w = w.option("txnAppId", txn[0]).option("txnVersion", txn[1])
     w.save(path)
+
+
+def append_rows(
+    spark: SparkSession, path: str, rows: Sequence[Row], schema: StructType, comment: str, create: bool = True, merge_schema: bool = False
+) -> None:
+    """Append a few rows built on the driver (a log, metrics or profile table) in one commit;
+    with ``create`` the table is first created if missing (``comment`` describes it)."""
+    if create:
+        ensure_table(spark, path, schema, comment=comment)
+    if rows:
+        append(spark.createDataFrame(list(rows), schema), path, merge_schema=merge_schema)
 
 
 def merge_latest(

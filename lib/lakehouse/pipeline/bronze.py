@@ -17,10 +17,11 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from lakehouse.config import TableSpec
-from lakehouse.errors import LakehouseError, SchemaDriftError
+from lakehouse.errors import SchemaDriftError
 from lakehouse.faults import crash_point
 from lakehouse.io import delta, fs
 from lakehouse.io.raw import arrival_date_of, check_landing_folder, raw_stream
+from lakehouse.io.stream import drain
 from lakehouse.quality import drift
 from lakehouse.quality.drift import evolved_columns
 from lakehouse.quality.expectations import RuleResult
@@ -88,28 +89,12 @@ def ingest_table(spark: SparkSession, lake: Lake, spec: TableSpec, runlog: RunLo
         check_landing_folder(spark, raw, spec.name)
         before = delta.version(spark, path)
         stream = raw_stream(spark, spec, raw).transform(with_ingest_metadata, runlog.run_id)
-        raised: list[LakehouseError] = []
-
-        def each_batch(df: DataFrame, batch_id: int) -> None:
-            try:
-                ingest_batch(spark, lake, spec, df, batch_id, tr)
-            except LakehouseError as exc:
-                raised.append(exc)
-                raise
-
-        query = (
-            stream.writeStream.queryName(f"bronze_{spec.short_name}")
-            .foreachBatch(each_batch)
-            .option("checkpointLocation", lake.checkpoint("bronze", spec.name))
-            .trigger(availableNow=True)
-            .start()
+        drain(
+            stream,
+            f"bronze_{spec.short_name}",
+            lake.checkpoint("bronze", spec.name),
+            lambda df, batch_id: ingest_batch(spark, lake, spec, df, batch_id, tr),
         )
-        try:
-            query.awaitTermination()
-        except Exception:
-            if raised:
-                raise raised[0] from None
-            raise
         rows = tr.rows_read
         tr.rows_written = tr.rows_inserted = rows
         tr.inputs = {f"raw:{spec.source.path if spec.source else ''}": None}

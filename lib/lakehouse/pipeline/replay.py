@@ -37,8 +37,9 @@ from lakehouse.config import TableSpec
 from lakehouse.errors import PipelineError, QualityError
 from lakehouse.faults import crash_point
 from lakehouse.io import delta
-from lakehouse.pipeline.silver import call_transform, ensure_silver, upsert, with_input
+from lakehouse.pipeline.silver import ensure_silver, transform_batch, upsert_once
 from lakehouse.quality.context import checker, expectations_of
+from lakehouse.quality.drift import evolved_columns
 from lakehouse.quality.expectations import ERRORS, apply_expectations
 from lakehouse.quality.metrics import QualityMetrics
 from lakehouse.quality.quarantine import RECORD_METADATA, read_record
@@ -66,12 +67,13 @@ class Selection:
         return q
 
 
-def bronze_rows(q: DataFrame, bronze: TableSpec) -> DataFrame:
-    """Quarantine rows back as bronze rows (source fields + kept metadata) with their identity."""
+def bronze_rows(q: DataFrame, bronze: TableSpec, extra: Sequence[str] = ()) -> DataFrame:
+    """Quarantine rows back as bronze rows (source fields, ``extra`` evolved fields, kept
+    metadata) with their identity."""
     names = [c for c, _ in bronze.columns]
     return q.select(
-        read_record(F.col("record"), bronze).alias("__r"), F.col("batch_key").alias(Q_BATCH), F.col("record").alias(Q_RECORD)
-    ).select(*[F.col(f"__r.{c}").alias(c) for c in (*names, *RECORD_METADATA)], Q_BATCH, Q_RECORD)
+        read_record(F.col("record"), bronze, extra).alias("__r"), F.col("batch_key").alias(Q_BATCH), F.col("record").alias(Q_RECORD)
+    ).select(*[F.col(f"__r.`{c}`").alias(c) for c in (*names, *extra, *RECORD_METADATA)], Q_BATCH, Q_RECORD)
 
 
 def replay_table(spark: SparkSession, lake: Lake, spec: TableSpec, runlog: RunLog, selection: Selection = Selection()) -> TableRun:
@@ -89,11 +91,9 @@ def replay_table(spark: SparkSession, lake: Lake, spec: TableSpec, runlog: RunLo
         q_version = delta.version(spark, qpath)
         tr.inputs = {f"quarantine.{spec.short_name}": q_version, **{u: delta.version(spark, lake.path(u)) for u in spec.upstream[1:]}}
         taken = selection.apply(spark.read.format("delta").option("versionAsOf", q_version).load(qpath))
-        batch = bronze_rows(taken, lake.spec(spec.upstream[0]))
-        others = {lake.spec(u).short_name: spark.read.format("delta").load(lake.path(u)) for u in spec.upstream[1:]}
-        typed = call_transform(
-            spec, with_input(batch), others, {"reporting_currency": lake.env.reporting_currency, "run_id": runlog.run_id}
-        )
+        bronze = lake.spec(spec.upstream[0])
+        evolved = evolved_columns(spark.read.format("delta").load(lake.path(bronze.name)).columns, bronze)
+        typed, extra = transform_batch(spark, lake, spec, bronze_rows(taken, bronze, evolved), runlog.run_id)
         try:
             # row rules only: table-level checks judge a delivery (its volume, freshness), not a replay
             rules = [e for e in expectations_of(lake, spec) if not e.table_level]
@@ -108,13 +108,9 @@ def replay_table(spark: SparkSession, lake: Lake, spec: TableSpec, runlog: RunLo
             inserted = updated = 0
             if moved:
                 tag = f"lakehouse:replay:{spec.name}:q{q_version}:{selection.rule or '*'}:{selection.run_id or '*'}"
-                done = delta.tagged_commit(spark, lake.path(spec.name), tag)
-                if done is not None:  # an interrupted replay upserted these: finish its move, count from its commit
-                    inserted, updated = done.get("numTargetRowsInserted", 0), done.get("numTargetRowsUpdated", 0)
+                inserted, updated, done = upsert_once(spark, lake, spec, checked.valid(), tag, extra)
+                if done:  # an interrupted replay upserted these: finish its move, counted from its commit
                     log.info("%s: an interrupted replay already upserted these records; finishing the move", spec.name)
-                else:
-                    with delta.tagged(spark, tag):
-                        inserted, updated = upsert(spark, lake, spec, checked.valid())
                 crash_point("replay.after_upsert", spec.name)
             if read:
                 verdicts = checked.df.select(Q_BATCH, Q_RECORD, F.col(ERRORS).alias("errors")).distinct()

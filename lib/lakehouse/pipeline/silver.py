@@ -28,9 +28,11 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from lakehouse.config import TableSpec
-from lakehouse.errors import LakehouseError, PipelineError, QualityError
+from lakehouse.errors import PipelineError, QualityError
 from lakehouse.faults import crash_point
 from lakehouse.io import delta, fs
+from lakehouse.io.stream import drain
+from lakehouse.logs import Laps
 from lakehouse.quality.constraints import sync_constraints, table_schema
 from lakehouse.quality.context import checker, expectations_of
 from lakehouse.quality.drift import evolved_columns
@@ -141,6 +143,23 @@ def upsert(spark: SparkSession, lake: Lake, spec: TableSpec, valid: DataFrame, e
     return _merge(spark, lake, spec, valid, extra)
 
 
+def upsert_once(
+    spark: SparkSession, lake: Lake, spec: TableSpec, valid: DataFrame, tag: str, extra: Sequence[str] = ()
+) -> tuple[int, int, bool]:
+    """:func:`upsert` in a commit tagged ``tag``, unless a commit with that tag is already there.
+
+    That is how a step retried after a crash stays exactly-once: if an interrupted attempt's
+    upsert landed, it is not repeated and its counts are read from its commit. Returns
+    ``(inserted, updated, already_done)``.
+    """
+    done = delta.tagged_commit(spark, lake.path(spec.name), tag)
+    if done is not None:
+        return done.get("numTargetRowsInserted", 0), done.get("numTargetRowsUpdated", 0), True
+    with delta.tagged(spark, tag):
+        inserted, updated = upsert(spark, lake, spec, valid, extra)
+    return inserted, updated, False
+
+
 def evolved_of(lake: Lake, spec: TableSpec, batch: DataFrame) -> list[str]:
     """Source columns added by schema evolution that this table carries (merge tables only)."""
     bronze = lake.spec(spec.upstream[0])
@@ -149,10 +168,9 @@ def evolved_of(lake: Lake, spec: TableSpec, batch: DataFrame) -> list[str]:
     return evolved_columns(batch.columns, bronze)
 
 
-def process_batch(
-    spark: SparkSession, lake: Lake, spec: TableSpec, batch: DataFrame, batch_id: int, run_id: str, tr: TableRun, metrics: QualityMetrics
-) -> None:
-    """Type, check, quarantine and upsert one micro-batch of bronze rows (see module doc)."""
+def transform_batch(spark: SparkSession, lake: Lake, spec: TableSpec, batch: DataFrame, run_id: str) -> tuple[DataFrame, list[str]]:
+    """The table's transform over bronze rows (with ``__in``) and the other upstream tables;
+    also returns the source columns added by schema evolution that the result carries as text."""
     others = {lake.spec(u).short_name: spark.read.format("delta").load(lake.path(u)) for u in spec.upstream[1:]}
     context = {"reporting_currency": lake.env.reporting_currency, "run_id": run_id}
     typed = call_transform(spec, with_input(batch), others, context)
@@ -160,12 +178,22 @@ def process_batch(
     if extra:
         log.info("%s: carrying evolved source column(s) %s", spec.name, ", ".join(extra))
         typed = typed.select("*", *[F.col(f"__in.`{c}`").alias(c) for c in extra])
+    return typed, extra
+
+
+def process_batch(
+    spark: SparkSession, lake: Lake, spec: TableSpec, batch: DataFrame, batch_id: int, run_id: str, tr: TableRun, metrics: QualityMetrics
+) -> None:
+    """Type, check, quarantine and upsert one micro-batch of bronze rows (see module doc)."""
+    laps = Laps()
+    typed, extra = transform_batch(spark, lake, spec, batch, run_id)
     try:
         checked = apply_expectations(typed, expectations_of(lake, spec), checker(spark, lake, spec, metrics))
     except QualityError as exc:
         tr.add_quality(exc.results)
         raise
     tr.add_quality(checked.results)
+    laps.lap("check")
     try:
         read, quarantined = checked.rows, checked.quarantined
         if read == 0:
@@ -177,18 +205,15 @@ def process_batch(
         qpath = lake.quarantine_path(spec.name)
         if quarantined or spark.read.format("delta").load(qpath).where(F.col("batch_key") == key).limit(1).count():
             delta.replace_where_equals(quarantine_rows(rejected, spec.name, run_id, key), qpath, "batch_key", key)
+        laps.lap("quarantine")
         valid_n = read - quarantined
         inserted = updated = 0
         if valid_n:
-            tag = f"lakehouse:{spec.name}:{key}"
-            done = delta.tagged_commit(spark, lake.path(spec.name), tag)
-            if done is not None:  # an interrupted attempt merged this batch: count it from that commit
-                inserted, updated = done.get("numTargetRowsInserted", 0), done.get("numTargetRowsUpdated", 0)
+            inserted, updated, done = upsert_once(spark, lake, spec, valid, f"lakehouse:{spec.name}:{key}", extra)
+            if done:
                 log.info("%s: batch %d was merged by an interrupted run; counted from its commit", spec.name, batch_id)
-            else:
-                with delta.tagged(spark, tag):
-                    inserted, updated = upsert(spark, lake, spec, valid, extra)
             crash_point("silver.after_merge", spec.name)
+            laps.lap("merge")
     finally:
         checked.unpersist()
     tr.rows_read += read
@@ -199,7 +224,7 @@ def process_batch(
     tr.rows_duplicate += valid_n - inserted
     tr.rows_written += inserted + updated + quarantined
     log.info(
-        "%s: batch %d: read %d, inserted %d, updated %d, quarantined %d, duplicates %d",
+        "%s: batch %d: read %d, inserted %d, updated %d, quarantined %d, duplicates %d (%s)",
         spec.name,
         batch_id,
         read,
@@ -207,41 +232,28 @@ def process_batch(
         updated,
         quarantined,
         valid_n - inserted,
+        laps,
     )
 
 
 def build_table(spark: SparkSession, lake: Lake, spec: TableSpec, runlog: RunLog) -> TableRun:
     """Process everything bronze added since the last run, for one silver table."""
     with runlog.track(spec.name) as tr:
+        laps = Laps()
         ensure_silver(spark, lake, spec)
+        laps.lap("tables and constraints ready")
+        log.info("%s: %s", spec.name, laps)
         driver = spec.upstream[0]
         if not delta.is_delta(spark, lake.path(driver)):
             raise PipelineError(f"{spec.name}: upstream {driver} has no Delta table at {lake.path(driver)} (run bronze first)")
         tr.inputs = {u: delta.version(spark, lake.path(u)) for u in spec.upstream}
         metrics = QualityMetrics(spark, lake)
-        raised: list[LakehouseError] = []
-
-        def each_batch(df: DataFrame, batch_id: int) -> None:
-            try:
-                process_batch(spark, lake, spec, df, batch_id, runlog.run_id, tr, metrics)
-            except LakehouseError as exc:  # re-raised below as itself, not as a StreamingQueryException
-                raised.append(exc)
-                raise
-
-        stream = spark.readStream.format("delta").load(lake.path(driver))
-        query = (
-            stream.writeStream.queryName(f"silver_{spec.short_name}")
-            .foreachBatch(each_batch)
-            .option("checkpointLocation", lake.checkpoint("silver", spec.name))
-            .trigger(availableNow=True)
-            .start()
+        drain(
+            spark.readStream.format("delta").load(lake.path(driver)),
+            f"silver_{spec.short_name}",
+            lake.checkpoint("silver", spec.name),
+            lambda df, batch_id: process_batch(spark, lake, spec, df, batch_id, runlog.run_id, tr, metrics),
         )
-        try:
-            query.awaitTermination()
-        except Exception:
-            if raised:
-                raise raised[0] from None
-            raise
         tr.output_version = delta.version(spark, lake.path(spec.name))
     return tr
 

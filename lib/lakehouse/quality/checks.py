@@ -219,19 +219,35 @@ def unique(
 
 @check("foreign_key")
 def foreign_key(
-    ctx: CheckContext, column: str, table: str, key: str | None = None, where: str | None = None, broadcast: bool = True
+    ctx: CheckContext,
+    column: str,
+    table: str,
+    key: str | None = None,
+    where: str | None = None,
+    broadcast: bool = True,
+    large_reference: bool = False,
 ) -> RowCheck:
     """The value exists as ``key`` (default: the same name) in ``table`` (filtered by ``where``).
-    The distinct keys are broadcast (a dimension's keys fit in memory); ``broadcast: false``
-    leaves the join strategy to Spark."""
-    found = ctx.helper("found")
+
+    A dimension's distinct keys are broadcast to the batch (``broadcast: false`` leaves the join
+    strategy to Spark). For a reference far larger than the batch (a fact table, e.g. the
+    payments a chargeback names) say ``large_reference: true``: the batch's distinct values are
+    broadcast to filter the reference's key column instead, so no large side is shuffled or
+    broadcast.
+    """
+    found, ref_key = ctx.helper("found"), ctx.helper("key")
 
     def prepare(df: DataFrame) -> DataFrame:
         ref = ctx.table_df(table)
         if where:
             ref = ref.where(where)
-        ref = ref.select(F.col(key or column).alias(found)).distinct()
-        return df.join(F.broadcast(ref) if broadcast else ref, F.col(column) == F.col(found), "left")
+        ref = ref.select(F.col(key or column).alias(ref_key))
+        if large_reference:
+            wanted = df.select(F.col(column).alias(ref_key)).where(F.col(ref_key).isNotNull()).distinct()
+            ref = ref.join(F.broadcast(wanted), ref_key, "left_semi")
+        ref = ref.distinct().select(ref_key, F.lit(True).alias(found))
+        joined = df.join(F.broadcast(ref) if broadcast or large_reference else ref, F.col(column) == F.col(ref_key), "left")
+        return joined.drop(ref_key)  # only the boolean is kept with the rows
 
     return RowCheck(failed=F.col(column).isNotNull() & F.col(found).isNull(), prepare=prepare)
 

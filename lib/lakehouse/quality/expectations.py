@@ -48,6 +48,7 @@ from lakehouse.quality.checks import TABLE_LEVEL, CheckContext, RowCheck, TableC
 ERRORS = "_errors"
 WARNINGS = "_warnings"
 FAILS = "__dq_fail"
+MALFORMED = "__dq_malformed"
 SEVERITIES = ("warn", "quarantine", "fail")
 _KEYS = {"name", "severity", "description", "check", "args", "expr", "when"}
 SAMPLE_KEYS = 5
@@ -198,10 +199,18 @@ class Checked:
         self.df.unpersist()
 
 
-def _names_where(flags: list[tuple[str, Column]]) -> Column:
+def _names_where(flags: list[tuple[str, str]]) -> Column:
+    """The names whose boolean column is true, as an array (``[]`` when none).
+
+    Built with ``concat_ws`` and ``split`` (rule names are snake_case, no commas) rather than a
+    higher-order ``filter``, which Spark evaluates row by row outside generated code.
+    """
     if not flags:
         return F.array().cast("array<string>")
-    return F.filter(F.array(*[F.when(c, F.lit(n)) for n, c in flags]), lambda x: x.isNotNull())
+    if any("," in n for n, _ in flags):
+        raise ValueError(f"rule names may not contain a comma: {[n for n, _ in flags if ',' in n]}")
+    joined = F.concat_ws(",", *[F.when(F.col(c), F.lit(n)) for n, c in flags])
+    return F.when(joined == "", F.array().cast("array<string>")).otherwise(F.split(joined, ","))
 
 
 def _wrap(exp: Expectation, table: str, fn: Callable[[], Any]) -> Any:
@@ -238,47 +247,54 @@ def apply_expectations(
             df = _wrap(exp, table_name, lambda c=chk, d=df: c.prepare(d))
         applies = _wrap(exp, table_name, lambda e=exp: F.coalesce(F.expr(e.when), F.lit(False))) if exp.when else F.lit(True)
         row_rules.append((exp, chk, applies))
-    helpers = tuple(c for c in df.columns if c.startswith("__dq_"))
-
     malformed: Column = F.lit(False)
     for _e, c, a in row_rules:
         if c.well_formed:
             malformed = malformed | (F.coalesce(c.failed, F.lit(False)) & a)
-    flags: dict[str, Column] = {}
-    for e, c, a in row_rules:
-        broke = F.coalesce(c.failed, F.lit(False)) & a
-        flags[e.name] = broke if c.well_formed else broke & ~malformed
-    by_severity = {s: [(e.name, flags[e.name]) for e, _, _ in row_rules if e.severity == s] for s in SEVERITIES}
+    # Each rule's verdict becomes a boolean column; the verdict arrays and every count are then
+    # cheap reads of those (and of ``__dq_malformed``, which limits what the other rules judge).
+    flag: dict[str, str] = {}
+    flag_cols: list[Column] = []
+    for i, (e, c, a) in enumerate(row_rules):
+        flag[e.name] = f"__dq_flag{i}"
+        judged = a if c.well_formed else a & ~F.col(MALFORMED)
+        flag_cols.append((F.coalesce(c.failed, F.lit(False)) & judged).alias(flag[e.name]))
+    by_severity = {s: [(e.name, flag[e.name]) for e, _, _ in row_rules if e.severity == s] for s in SEVERITIES}
     try:
-        errors = _names_where(by_severity["quarantine"])
-        none = F.array().cast("array<string>")
-        out = df.select(
-            "*",
-            errors.alias(ERRORS),
-            _names_where(by_severity["warn"]).alias(WARNINGS),
-            # fail rules judge the rows that would be written: those no quarantine rule caught
-            F.when(F.size(errors) == 0, _names_where(by_severity["fail"])).otherwise(none).alias(FAILS),
-        )
+        flagged = df.select("*", malformed.alias(MALFORMED)).select("*", *flag_cols)
     except Exception:
-        for e, _, _ in row_rules:  # find the rule that does not resolve, and name it
-            _wrap(e, table_name, lambda e=e: df.select(flags[e.name]))
+        for e, c, a in row_rules:  # find the rule that does not resolve, and name it
+            _wrap(e, table_name, lambda c=c, a=a: df.select(F.coalesce(c.failed, F.lit(False)) & a))
         raise
-    helpers = (*helpers, FAILS)
+    quarantined: Column = F.lit(False)
+    for _n, col in by_severity["quarantine"]:
+        quarantined = quarantined | F.col(col)
+    kept = F.col("__dq_kept")
+    none = F.array().cast("array<string>")
+    out = flagged.select("*", (~quarantined).alias("__dq_kept")).select(
+        "*",
+        _names_where(by_severity["quarantine"]).alias(ERRORS),
+        _names_where(by_severity["warn"]).alias(WARNINGS),
+        # fail rules judge the rows that would be written: those no quarantine rule caught
+        F.when(kept, _names_where(by_severity["fail"])).otherwise(none).alias(FAILS),
+    )
+    helpers = tuple(c for c in out.columns if c.startswith("__dq_"))
     out = out.persist(storage)
 
-    kept = F.size(ERRORS) == 0
-    verdict_col = {"quarantine": ERRORS, "warn": WARNINGS, "fail": FAILS}
+    any_warning: Column = F.lit(False)
+    for _n, col in by_severity["warn"]:
+        any_warning = any_warning | F.col(col)
     aggs: list[Column] = [
         F.count(F.lit(1)).alias("__rows"),
         F.count_if(~kept).alias("__rejected"),
-        F.count_if(kept & (F.size(WARNINGS) > 0)).alias("__warned"),
+        F.count_if(kept & any_warning).alias("__warned"),
     ]
     for i, (e, c, a) in enumerate(row_rules):
-        scope = a if c.well_formed else a & ~malformed
+        judged, broke = (a if c.well_formed else a & ~F.col(MALFORMED)), F.col(flag[e.name])
         if e.severity == "fail":
-            scope = scope & kept
-        aggs.append(F.count_if(scope).alias(f"__e{i}"))
-        aggs.append(F.count_if(F.array_contains(F.col(verdict_col[e.severity]), e.name)).alias(f"__f{i}"))
+            judged, broke = judged & kept, broke & kept
+        aggs.append(F.count_if(judged).alias(f"__e{i}"))
+        aggs.append(F.count_if(broke).alias(f"__f{i}"))
     for j, (_e, t) in enumerate(table_rules):
         aggs.extend(col.alias(f"__t{j}_{k}") for k, col in t.aggregates.items())
     try:

@@ -61,10 +61,10 @@ class QualityMetrics:
         ]
         if not rows:
             return
+        create = self._schema is None  # once per job
         if self._schema is None:
             self._schema = delta.schema_of(self.spark, SCHEMA)
-            delta.ensure_table(self.spark, self.path, self._schema, comment="One row per run, table and quality rule")
-        delta.append(self.spark.createDataFrame(rows, self._schema), self.path)
+        delta.append_rows(self.spark, self.path, rows, self._schema, "One row per run, table and quality rule", create)
 
     def history(self, table: str, rule: str, runs: int) -> list[float]:
         """The rule's observed values in the last ``runs`` runs that recorded one, newest first."""

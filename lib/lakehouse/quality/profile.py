@@ -175,7 +175,13 @@ def profile_table(spark: SparkSession, lake: Lake, table: str, run_id: str, max_
         )
         for p in profiles
     ]
-    _append(spark, lake.ops_path("quality_profiles"), rows, PROFILE_SCHEMA, "One row per run, table and column: the column's profile")
+    delta.append_rows(
+        spark,
+        lake.ops_path("quality_profiles"),
+        rows,
+        delta.schema_of(spark, PROFILE_SCHEMA),
+        "One row per run, table and column: the column's profile",
+    )
     if outliers is not None:
         from pyspark.sql import Window
 
@@ -196,13 +202,6 @@ def profile_table(spark: SparkSession, lake: Lake, table: str, run_id: str, max_
         sum(p.outliers for p in profiles),
     )
     return profiles
-
-
-def _append(spark: SparkSession, path: str, rows: list[Row], ddl: str, comment: str) -> None:
-    schema = delta.schema_of(spark, ddl)
-    delta.ensure_table(spark, path, schema, comment=comment)
-    if rows:
-        delta.append(spark.createDataFrame(rows, schema), path)
 
 
 @dataclass(frozen=True)
@@ -343,6 +342,7 @@ def write_alerts(spark: SparkSession, lake: Lake, run_id: str, alerts: list[Aler
         )
         for a in alerts
     ]
-    _append(spark, lake.ops_path("quality_alerts"), rows, ALERT_SCHEMA, "Anomalies and drift found by the profile job, per run")
+    schema = delta.schema_of(spark, ALERT_SCHEMA)
+    delta.append_rows(spark, lake.ops_path("quality_alerts"), rows, schema, "Anomalies and drift found by the profile job, per run")
     for a in alerts:
         log.warning("quality alert: %s", a.message)

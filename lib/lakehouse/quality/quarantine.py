@@ -6,6 +6,8 @@ the source file, the run and micro-batch that put it there, and when.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
@@ -37,12 +39,14 @@ def quarantine_rows(rejected: DataFrame, table: str, run_id: str, batch_key: str
     )
 
 
-def read_record(record: Column, bronze: TableSpec) -> Column:
-    """The quarantined ``record`` JSON back as the bronze row's struct (source fields + metadata).
+def read_record(record: Column, bronze: TableSpec, extra: Sequence[str] = ()) -> Column:
+    """The quarantined ``record`` JSON back as the bronze row's struct (source fields, ``extra``
+    text fields the bronze table gained by schema evolution, metadata).
 
     ``_corrupt_record`` is an ordinary field here: from_json's own corrupt-record column is
     pointed elsewhere, or it would blank the field of every well-formed record.
     """
     types = dict(BRONZE_METADATA)
     meta = ", ".join(f"{c} {types[c]}" for c in RECORD_METADATA)
-    return F.from_json(record, f"{bronze.schema}, {meta}", {"columnNameOfCorruptRecord": "__from_json_corrupt"})
+    evolved = "".join(f", `{c}` string" for c in extra)
+    return F.from_json(record, f"{bronze.schema}{evolved}, {meta}", {"columnNameOfCorruptRecord": "__from_json_corrupt"})
