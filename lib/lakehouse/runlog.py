@@ -13,7 +13,8 @@ import logging
 import os
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
@@ -100,7 +101,11 @@ class TableRun:
 class RunLog:
     """Appends rows to ``ops.run_log`` and answers 'what did the last good run read?'."""
 
-    def __init__(self, spark: SparkSession, lake: Lake, job: str, run_id: str, run_date: date) -> None:
+    def __init__(self, spark: SparkSession, lake: Lake, job: str, run_id: str, run_date: date, background: bool = False) -> None:
+        """``background``: a table's rows (metrics, then its run-log row) are appended by a writer
+        thread while the job goes on with the next table; :meth:`end` (and any read of the run
+        log) waits for them. Jobs use it; a notebook or test gets every row written before
+        :meth:`finish` returns."""
         self.spark = spark
         self.lake = lake
         self.job = job
@@ -111,6 +116,22 @@ class RunLog:
         self.entries: list[TableRun] = []
         self._schema: StructType | None = None
         self.metrics = QualityMetrics(spark, lake)
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="runlog") if background else None
+        self._pending: list[Future[None]] = []
+
+    def _later(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` (a write) on the writer thread, in submission order; now if there is none."""
+        if self._writer is None:
+            fn()
+        else:
+            self._pending.append(self._writer.submit(fn))
+
+    def flush(self) -> None:
+        """Wait for the rows being written in the background; raise the first write's error."""
+        pending, self._pending = self._pending, []
+        errors = [e for e in (f.exception() for f in pending) if e is not None]
+        if errors:
+            raise errors[0]
 
     def begin(self) -> list[str]:
         """Record that this job run started (a row for table ``*``); a later run finds a run that
@@ -136,7 +157,17 @@ class RunLog:
         return abandoned
 
     def end(self, status: str = "finished") -> None:
-        """Record that this job run ended."""
+        """Record that this job run ended, after every table's rows have landed."""
+        try:
+            self.flush()
+        except Exception:
+            if status == "finished":
+                raise
+            log.exception("run %s: a run-log or metrics write failed as well", self.run_id)  # the job's own error goes on
+        finally:
+            if self._writer is not None:
+                self._writer.shutdown(wait=True)
+                self._writer = None
         self._write(TableRun("*", datetime.now(timezone.utc)), status, None)
 
     def start(self, table: str) -> TableRun:
@@ -156,11 +187,21 @@ class RunLog:
         self.finish(tr)
 
     def finish(self, tr: TableRun, status: str = "succeeded", error: str | None = None) -> None:
-        if tr.quality:  # first, so a run-log row never points at metrics that are not there
-            self.metrics.write(self.run_id, self.job, self.run_date, tr.table, tr.quality.values())
-        self._write(tr, status, error)
+        """Record the table's outcome: its metrics rows, then its run-log row (in that order, so a
+        run-log row never points at metrics that are not there)."""
+        metrics = self.metrics.rows(self.run_id, self.job, self.run_date, tr.table, tr.quality.values())
+        row = self._row(tr, status, error)
+
+        def write() -> None:
+            self.metrics.append(metrics)
+            self._append(row)
+
+        self._later(write)
 
     def _write(self, tr: TableRun, status: str, error: str | None, run_id: str | None = None, job: str | None = None) -> None:
+        self._append(self._row(tr, status, error, run_id, job))
+
+    def _row(self, tr: TableRun, status: str, error: str | None, run_id: str | None = None, job: str | None = None) -> Row:
         tr.status = status
         tr.error = error
         tr.ended_at = datetime.now(timezone.utc)
@@ -188,6 +229,9 @@ class RunLog:
             rows_warned=tr.rows_warned,
             rules_broken=tr.rules_broken,
         )
+        return row
+
+    def _append(self, row: Row) -> None:
         create = self._schema is None  # the table is created once per job, not on every row
         if self._schema is None:
             self._schema = delta.schema_of(self.spark, SCHEMA)
@@ -195,6 +239,7 @@ class RunLog:
 
     def last_inputs(self, table: str) -> dict[str, int] | None:
         """Input versions of the latest successful run that wrote ``table`` (None: never ran)."""
+        self.flush()
         if not delta.is_delta(self.spark, self.path):
             return None
         row = (

@@ -99,6 +99,8 @@ def test_constraints_refuse_a_write_that_bypasses_the_jobs(spark: SparkSession, 
     before = delta.version(spark, path)
     props = {r.key: r.value for r in spark.sql(f"SHOW TBLPROPERTIES delta.`{path}`").collect()}
     assert "delta.constraints.dq_amount_reporting_positive" in props
+    ops = [r.operation for r in spark.sql(f"DESCRIBE HISTORY delta.`{path}`").collect()]
+    assert "ADD CONSTRAINT" not in ops  # the table was created with its constraints, in its first commit
     assert not stored.schema["transaction_id"].nullable and not stored.schema["event_date"].nullable
     with pytest.raises(Exception, match="dq_amount_reporting_positive"):
         good.withColumn("amount_reporting", F.lit(-1).cast("decimal(18,2)")).write.format("delta").mode("append").save(path)

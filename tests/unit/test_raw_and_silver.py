@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from datetime import date, datetime
 from decimal import Decimal
 
@@ -84,6 +85,31 @@ def test_luhn_generated_numbers_are_valid_and_a_typo_is_not(spark: SparkSession)
     assert cards == ["4532015112830366", "4000000000000002"]
     checked = spark.createDataFrame([(c,) for c in cards] + [("4532015112830367",)], "c string").select(luhn_valid(F.col("c")).alias("ok"))
     assert [r.ok for r in checked.collect()] == [True, True, False]
+
+
+def _luhn_ok(digits: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = int(ch) * (2 if i % 2 else 1)
+        total += d - 9 if d > 9 else d
+    return total % 10 == 0
+
+
+def test_luhn_valid_agrees_with_the_textbook_algorithm(spark: SparkSession) -> None:
+    rng = random.Random(7)
+    cards = [None, "0", "18", "79927398713", "79927398710", "4111111111111111", "41111111111111112", "4111-1111", "1" * 19, "1" * 20]
+    cards += ["".join(rng.choice("0123456789") for _ in range(rng.randint(1, 19))) for _ in range(400)]
+    cards += [luhn for luhn in ("4532015112830366", "6011000990139424", "378282246310005", "4222222222222")]
+
+    def expected(c: str | None) -> bool | None:
+        if c is None:
+            return None
+        return c.isdigit() and len(c) <= 19 and _luhn_ok(c)
+
+    got = spark.createDataFrame([(c,) for c in cards], "card string").select("card", luhn_valid(F.col("card")).alias("ok"))
+    want = spark.createDataFrame([(c, expected(c)) for c in cards], "card string, ok boolean")
+    assert_df_equality(got, want, ignore_row_order=True)
+    assert sum(1 for c in cards if expected(c)) > 20  # the sample holds valid numbers, not only invalid ones
 
 
 def _fx(spark: SparkSession) -> DataFrame:

@@ -111,13 +111,26 @@ def check_schema(df: DataFrame, expected: StructType, table: str) -> DataFrame:
 
 
 def append(
-    df: DataFrame, path: str, txn: tuple[str, int] | None = None, partition_by: Sequence[str] = (), merge_schema: bool = False
+    df: DataFrame,
+    path: str,
+    txn: tuple[str, int] | None = None,
+    partition_by: Sequence[str] = (),
+    merge_schema: bool = False,
+    tag: str | None = None,
+    optimize_write: bool = True,
 ) -> None:
     """Append ``df``; with ``txn=(app_id, version)`` a replay of the same batch is skipped;
-    ``merge_schema`` adds columns ``df`` has and the table lacks (an older table of ours)."""
+    ``merge_schema`` adds columns ``df`` has and the table lacks (an older table of ours);
+    ``tag`` is the commit's userMetadata (this write's own, so a write on another thread is
+    never stamped with a :func:`tagged` block's tag); ``optimize_write`` false for a few rows
+    (one task writes one file anyway; the shuffle would only cost time)."""
     w = df.write.format("delta").mode("append")
     if merge_schema:
         w = w.option("mergeSchema", "true")
+    if tag is not None:
+        w = w.option("userMetadata", tag)
+    if not optimize_write:
+        w = w.option("optimizeWrite", "false")
     if partition_by:
         w = w.partitionBy(*partition_by)
     if txn:
@@ -133,7 +146,9 @@ def append_rows(
     if create:
         ensure_table(spark, path, schema, comment=comment)
     if rows:
-        append(spark.createDataFrame(list(rows), schema), path, merge_schema=merge_schema)
+        # one file per commit (in the rows' order), without optimized writes' shuffle
+        rows_df = spark.createDataFrame(list(rows), schema).coalesce(1)
+        append(rows_df, path, merge_schema=merge_schema, tag="lakehouse:ops", optimize_write=False)
 
 
 def merge_latest(
@@ -196,8 +211,9 @@ def sql_in(column: str, values: Sequence[date | int]) -> str:
     return f"{column} IN ({', '.join(parts)})"
 
 
-def replace_where_equals(df: DataFrame, path: str, column: str, value: str) -> None:
-    """Atomically replace the rows with ``column = value`` by ``df`` (which may be empty).
+def replace_where_equals(df: DataFrame, path: str, column: str, value: str, tag: str | None = None) -> None:
+    """Atomically replace the rows with ``column = value`` by ``df`` (which may be empty);
+    ``tag``: the commit's userMetadata, as in :func:`append`.
 
     ``value`` must be a plain token (letters, digits, ``-_:.``): it is written into the predicate.
     """
@@ -205,7 +221,10 @@ def replace_where_equals(df: DataFrame, path: str, column: str, value: str) -> N
 
     if not column.isidentifier() or not re.fullmatch(r"[A-Za-z0-9_.:-]+", value):
         raise PipelineError(f"replaceWhere {column} = {value!r}: not a plain column and token")
-    df.write.format("delta").mode("overwrite").option("replaceWhere", f"{column} = '{value}'").save(path)
+    w = df.write.format("delta").mode("overwrite").option("replaceWhere", f"{column} = '{value}'")
+    if tag is not None:
+        w = w.option("userMetadata", tag)
+    w.save(path)
 
 
 def replace_partitions(spark: SparkSession, df: DataFrame, path: str, column: str, values: Sequence[date | int]) -> dict[str, int]:

@@ -234,18 +234,25 @@ def luhn_complete(payload15: Column) -> Column:
     return F.concat(payload15, check.cast("string"))
 
 
+LUHN_MAX_DIGITS = 19
+"""The longest card number (PAN) ISO/IEC 7812 allows."""
+
+
 def luhn_valid(card: Column) -> Column:
-    """True when a digit string passes the Luhn check."""
-    digits = F.reverse(F.transform(F.split(card, ""), lambda x: x.cast("int")))
-    n = F.size(digits)
+    """True when a digit string passes the Luhn check (null stays null; a string with a
+    non-digit or more than 19 digits is false).
 
-    def term(acc: Column, j: Column) -> Column:
-        d = F.element_at(digits, j)
-        doubled = F.when(d * 2 > 9, d * 2 - 9).otherwise(d * 2)
-        return acc + F.when(j % 2 == 0, doubled).otherwise(d)
-
-    total = F.aggregate(F.sequence(F.lit(1), n), F.lit(0), term)
-    return (total % 10) == 0
+    Written with one expression per digit position rather than a higher-order function, so
+    Spark compiles it into the stage's generated code (a ``transform``/``aggregate`` pair is
+    evaluated row by row by the interpreter, and was half of silver.transactions' time).
+    """
+    rev = F.reverse(card)
+    n = F.length(card)
+    total: Column = F.lit(0)
+    for i in range(LUHN_MAX_DIGITS):
+        d = F.when(n > i, F.ascii(F.substring(rev, i + 1, 1)) - 48).otherwise(F.lit(0))
+        total = total + (F.when(d > 4, d * 2 - 9).otherwise(d * 2) if i % 2 else d)
+    return F.when(card.isNull(), F.lit(None).cast("boolean")).otherwise(card.rlike(f"^[0-9]{{1,{LUHN_MAX_DIGITS}}}$") & (total % 10 == 0))
 
 
 def _digits(seed: int, salt: str, n: int, *cols: Column | str) -> Column:

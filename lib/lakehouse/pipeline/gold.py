@@ -17,7 +17,7 @@ from lakehouse.config import TableSpec
 from lakehouse.errors import PipelineError, QualityError
 from lakehouse.faults import crash_point
 from lakehouse.io import delta
-from lakehouse.quality.constraints import sync_constraints, table_schema
+from lakehouse.quality.constraints import ensure_constrained_table
 from lakehouse.quality.context import checker, expectations_of
 from lakehouse.quality.expectations import apply_expectations
 from lakehouse.runlog import RunLog, TableRun
@@ -69,10 +69,7 @@ def build_table(spark: SparkSession, lake: Lake, spec: TableSpec, runlog: RunLog
         out = spec.transform_fn()(tables, changes)
         schema = delta.schema_of(spark, spec.schema)
         out = delta.check_schema(out, schema, spec.name)
-        enforce = lake.env.quality.expectations
-        delta.ensure_table(spark, path, table_schema(spark, spec, enforce), spec.partition_by, spec.properties, spec.description)
-        if enforce:
-            sync_constraints(spark, path, spec)
+        ensure_constrained_table(spark, path, spec, lake.env.quality.expectations)
         try:
             checked = apply_expectations(out, expectations_of(lake, spec), checker(spark, lake, spec, runlog.metrics))
         except QualityError as exc:

@@ -33,7 +33,7 @@ def main(argv: Sequence[str] | None, layers: str = "bronze,silver,gold", summary
     for t in tables:
         ctx.lake.spec(t)
     spark = get_spark(ctx.env, f"lakehouse-{'-'.join(chosen)}", args.master)
-    runlog = RunLog(spark, ctx.lake, "pipeline", ctx.run_id, args.run_date)
+    runlog = RunLog(spark, ctx.lake, "pipeline", ctx.run_id, args.run_date, background=True)
     runlog.begin()
     stages: list[tuple[str, float, str]] = []
     for layer in chosen:

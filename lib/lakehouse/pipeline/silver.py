@@ -20,6 +20,7 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from delta.tables import DeltaTable
@@ -33,7 +34,7 @@ from lakehouse.faults import crash_point
 from lakehouse.io import delta, fs
 from lakehouse.io.stream import drain
 from lakehouse.logs import Laps
-from lakehouse.quality.constraints import sync_constraints, table_schema
+from lakehouse.quality.constraints import ensure_constrained_table
 from lakehouse.quality.context import checker, expectations_of
 from lakehouse.quality.drift import evolved_columns
 from lakehouse.quality.expectations import apply_expectations
@@ -72,10 +73,7 @@ def call_transform(spec: TableSpec, batch: DataFrame, others: dict[str, DataFram
 
 
 def ensure_silver(spark: SparkSession, lake: Lake, spec: TableSpec) -> None:
-    enforce = lake.env.quality.expectations  # off: no rules, no constraints (to measure their cost)
-    delta.ensure_table(
-        spark, lake.path(spec.name), table_schema(spark, spec, enforce), spec.partition_by, spec.properties, spec.description
-    )
+    ensure_constrained_table(spark, lake.path(spec.name), spec, lake.env.quality.expectations)
     delta.ensure_table(
         spark,
         lake.quarantine_path(spec.name),
@@ -84,8 +82,6 @@ def ensure_silver(spark: SparkSession, lake: Lake, spec: TableSpec) -> None:
         None,
         f"Records that could not be made valid for {spec.name}",
     )
-    if enforce:
-        sync_constraints(spark, lake.path(spec.name), spec)
 
 
 def _merge(spark: SparkSession, lake: Lake, spec: TableSpec, valid: DataFrame, extra: Sequence[str] = ()) -> tuple[int, int]:
@@ -181,6 +177,25 @@ def transform_batch(spark: SparkSession, lake: Lake, spec: TableSpec, batch: Dat
     return typed, extra
 
 
+def write_quarantine(spark: SparkSession, qpath: str, rejected: DataFrame, count: int, table: str, run_id: str, key: str) -> None:
+    """Put one micro-batch's ``count`` rejected rows into the quarantine table, exactly once.
+
+    The commit is tagged with the batch key. A first attempt appends (nothing to write: no
+    commit); a retry whose earlier attempt committed (the tag is in the table's recent history)
+    replaces that attempt's rows instead, so a record is never left there by an attempt whose
+    verdict was superseded (a rule fixed between the attempts).
+    """
+    tag = f"lakehouse:quarantine:{table}:{key}"
+    retry = delta.tagged_commit(spark, qpath, tag) is not None
+    if not count and not retry:
+        return
+    rows = quarantine_rows(rejected, table, run_id, key)
+    if retry:
+        delta.replace_where_equals(rows, qpath, "batch_key", key, tag=tag)
+    else:
+        delta.append(rows, qpath, tag=tag)
+
+
 def process_batch(
     spark: SparkSession, lake: Lake, spec: TableSpec, batch: DataFrame, batch_id: int, run_id: str, tr: TableRun, metrics: QualityMetrics
 ) -> None:
@@ -199,21 +214,22 @@ def process_batch(
         if read == 0:
             return
         valid, rejected = checked.valid(), checked.rejected()
-        # Replace (not append) this batch's quarantine rows: a retry after a failed attempt
-        # overwrites what that attempt wrote. The MERGE comes last.
+        # The quarantine rows and the MERGE go to two tables, each exactly once per batch (a
+        # retry finds its earlier attempt's commit by tag), so they are written side by side;
+        # the batch is done (and the stream moves on) only when both have landed.
         key = f"{fs.stream_id(spark, lake.checkpoint('silver', spec.name))[:13]}-{batch_id}"
-        qpath = lake.quarantine_path(spec.name)
-        if quarantined or spark.read.format("delta").load(qpath).where(F.col("batch_key") == key).limit(1).count():
-            delta.replace_where_equals(quarantine_rows(rejected, spec.name, run_id, key), qpath, "batch_key", key)
-        laps.lap("quarantine")
         valid_n = read - quarantined
         inserted = updated = 0
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="quarantine") as beside:
+            q = beside.submit(write_quarantine, spark, lake.quarantine_path(spec.name), rejected, quarantined, spec.name, run_id, key)
+            if valid_n:
+                inserted, updated, done = upsert_once(spark, lake, spec, valid, f"lakehouse:{spec.name}:{key}", extra)
+                if done:
+                    log.info("%s: batch %d was merged by an interrupted run; counted from its commit", spec.name, batch_id)
+            q.result()
         if valid_n:
-            inserted, updated, done = upsert_once(spark, lake, spec, valid, f"lakehouse:{spec.name}:{key}", extra)
-            if done:
-                log.info("%s: batch %d was merged by an interrupted run; counted from its commit", spec.name, batch_id)
             crash_point("silver.after_merge", spec.name)
-            laps.lap("merge")
+        laps.lap("merge and quarantine")
     finally:
         checked.unpersist()
     tr.rows_read += read

@@ -83,14 +83,9 @@ def _table(path: str) -> str:
     return f"delta.`{path}`"
 
 
-def sync_constraints(spark: SparkSession, path: str, spec: TableSpec) -> dict[str, str]:
-    """Make the Delta table at ``path`` carry exactly the constraints of ``spec``'s fail rules.
-
-    Returns:
-        The CHECK constraints now on the table (name -> SQL) plus ``NOT NULL`` entries.
-    """
-    table = _table(path)
-    schema = spark.read.format("delta").load(path).schema
+def wanted_constraints(spark: SparkSession, spec: TableSpec, schema: StructType) -> tuple[set[str], dict[str, str]]:
+    """``(NOT NULL columns, CHECK constraints name -> SQL)`` that ``spec``'s fail rules ask of a
+    table with ``schema``."""
     not_null: set[str] = set()
     checks: dict[str, str] = {}
     for exp in spec.expectations:
@@ -103,6 +98,33 @@ def sync_constraints(spark: SparkSession, path: str, spec: TableSpec) -> dict[st
             checks[f"{PREFIX}{exp.name}"] = f"`{nn}` IS NOT NULL"
         elif sql:
             checks[f"{PREFIX}{exp.name}"] = sql
+    return not_null, checks
+
+
+def ensure_constrained_table(spark: SparkSession, path: str, spec: TableSpec, enforce: bool = True) -> None:
+    """Create ``spec``'s table at ``path`` if missing, with the constraints of its fail rules in
+    its first commit (Delta enforces ``delta.constraints.*`` given at creation as if added by
+    ``ALTER TABLE ADD CONSTRAINT``); an existing table gets them by :func:`sync_constraints`.
+    ``enforce`` false (expectations off, to measure their cost): no constraints at all."""
+    schema = table_schema(spark, spec, enforce)
+    exists = delta.is_delta(spark, path)
+    props = dict(spec.properties or {})
+    if enforce and not exists:
+        props.update({f"delta.constraints.{name}": sql for name, sql in wanted_constraints(spark, spec, schema)[1].items()})
+    delta.ensure_table(spark, path, schema, spec.partition_by, props, spec.description)
+    if enforce and exists:
+        sync_constraints(spark, path, spec)
+
+
+def sync_constraints(spark: SparkSession, path: str, spec: TableSpec) -> dict[str, str]:
+    """Make the Delta table at ``path`` carry exactly the constraints of ``spec``'s fail rules.
+
+    Returns:
+        The CHECK constraints now on the table (name -> SQL) plus ``NOT NULL`` entries.
+    """
+    table = _table(path)
+    schema = spark.read.format("delta").load(path).schema
+    not_null, checks = wanted_constraints(spark, spec, schema)
     props = {r["key"]: r["value"] for r in spark.sql(f"SHOW TBLPROPERTIES {table}").collect()}
     stored = {k.removeprefix("delta.constraints."): v for k, v in props.items() if k.startswith(f"delta.constraints.{PREFIX}")}
     for name, sql in stored.items():

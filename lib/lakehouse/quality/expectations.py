@@ -21,7 +21,8 @@ carry ``when:`` (SQL): it then applies only to the rows where that holds.
 :func:`apply_expectations` evaluates every rule in one pass: the rule columns are added in one
 projection (after any joins the checks need), the result is persisted, and a single aggregation
 gives every rule's counts and every table-level value. ``valid`` and ``rejected`` are then
-filters of the persisted rows.
+filters of the persisted rows (which hold one boolean per rule; the lists of rules broken are
+built when rows are read).
 
 Example (in a notebook)::
 
@@ -176,9 +177,17 @@ class RuleResult:
         self.ok = self.ok and other.ok
 
 
+KEPT = "__dq_kept"
+
+
 @dataclass
 class Checked:
-    """The rows with their verdicts (persisted), the counts, and each rule's result."""
+    """The rows with their verdicts, the counts, and each rule's result.
+
+    ``df`` is the rows with ``_errors``, ``_warnings`` and the checks' helper columns; what is
+    persisted (``stored``) holds only one boolean per rule, so the arrays are built for the rows
+    that are read with them (the quarantined ones, mostly), not for every row.
+    """
 
     df: DataFrame
     rows: int
@@ -186,17 +195,18 @@ class Checked:
     warned: int
     results: list[RuleResult]
     helpers: tuple[str, ...]
+    stored: DataFrame | None = None
 
     def valid(self) -> DataFrame:
         """Rows no quarantine rule caught (with ``_warnings``; checks' helper columns dropped)."""
-        return self.df.where(F.size(ERRORS) == 0).drop(ERRORS, *self.helpers)
+        return self.df.where(F.col(KEPT)).drop(ERRORS, *self.helpers)
 
     def rejected(self) -> DataFrame:
         """Rows for the quarantine table (with ``_errors``, every rule they broke)."""
-        return self.df.where(F.size(ERRORS) > 0).drop(*self.helpers)
+        return self.df.where(~F.col(KEPT)).drop(*self.helpers)
 
     def unpersist(self) -> None:
-        self.df.unpersist()
+        (self.stored if self.stored is not None else self.df).unpersist()
 
 
 def _names_where(flags: list[tuple[str, str]]) -> Column:
@@ -269,9 +279,10 @@ def apply_expectations(
     quarantined: Column = F.lit(False)
     for _n, col in by_severity["quarantine"]:
         quarantined = quarantined | F.col(col)
-    kept = F.col("__dq_kept")
+    kept = F.col(KEPT)
     none = F.array().cast("array<string>")
-    out = flagged.select("*", (~quarantined).alias("__dq_kept")).select(
+    stored = flagged.select("*", (~quarantined).alias(KEPT)).persist(storage)
+    out = stored.select(
         "*",
         _names_where(by_severity["quarantine"]).alias(ERRORS),
         _names_where(by_severity["warn"]).alias(WARNINGS),
@@ -279,7 +290,6 @@ def apply_expectations(
         F.when(kept, _names_where(by_severity["fail"])).otherwise(none).alias(FAILS),
     )
     helpers = tuple(c for c in out.columns if c.startswith("__dq_"))
-    out = out.persist(storage)
 
     any_warning: Column = F.lit(False)
     for _n, col in by_severity["warn"]:
@@ -298,9 +308,9 @@ def apply_expectations(
     for j, (_e, t) in enumerate(table_rules):
         aggs.extend(col.alias(f"__t{j}_{k}") for k, col in t.aggregates.items())
     try:
-        got = out.agg(*aggs).first()
+        got = stored.agg(*aggs).first()
     except Exception:
-        out.unpersist()
+        stored.unpersist()
         raise
     rows, rejected = int(got["__rows"]), int(got["__rejected"])
 
@@ -329,6 +339,6 @@ def apply_expectations(
             else:
                 samples = [f"observed {r.observed}, expected {r.threshold}"]
             failures.append((r.rule, r.failed, samples))
-        out.unpersist()
+        stored.unpersist()
         raise QualityError(table_name, failures, results)
-    return Checked(out, rows, rejected, int(got["__warned"]), results, helpers)
+    return Checked(out, rows, rejected, int(got["__warned"]), results, helpers, stored)

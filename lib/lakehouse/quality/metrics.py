@@ -35,9 +35,10 @@ class QualityMetrics:
     def exists(self) -> bool:
         return delta.is_delta(self.spark, self.path)
 
-    def write(self, run_id: str, job: str, run_date: date, table: str, results: Iterable[RuleResult]) -> None:
+    def rows(self, run_id: str, job: str, run_date: date, table: str, results: Iterable[RuleResult]) -> list[Row]:
+        """The metrics rows of one table's rule results in one run."""
         now = datetime.now(timezone.utc).replace(tzinfo=None)
-        rows = [
+        return [
             Row(
                 run_id=run_id,
                 job=job,
@@ -59,12 +60,18 @@ class QualityMetrics:
             )
             for r in results
         ]
+
+    def append(self, rows: list[Row]) -> None:
+        """Append rows made by :meth:`rows` in one commit (the table is created on first use)."""
         if not rows:
             return
         create = self._schema is None  # once per job
         if self._schema is None:
             self._schema = delta.schema_of(self.spark, SCHEMA)
         delta.append_rows(self.spark, self.path, rows, self._schema, "One row per run, table and quality rule", create)
+
+    def write(self, run_id: str, job: str, run_date: date, table: str, results: Iterable[RuleResult]) -> None:
+        self.append(self.rows(run_id, job, run_date, table, results))
 
     def history(self, table: str, rule: str, runs: int) -> list[float]:
         """The rule's observed values in the last ``runs`` runs that recorded one, newest first."""
