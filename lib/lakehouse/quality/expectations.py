@@ -195,7 +195,7 @@ class Checked:
     warned: int
     results: list[RuleResult]
     helpers: tuple[str, ...]
-    stored: DataFrame | None = None
+    stored: DataFrame
 
     def valid(self) -> DataFrame:
         """Rows no quarantine rule caught (with ``_warnings``; checks' helper columns dropped)."""
@@ -206,7 +206,7 @@ class Checked:
         return self.df.where(~F.col(KEPT)).drop(*self.helpers)
 
     def unpersist(self) -> None:
-        (self.stored if self.stored is not None else self.df).unpersist()
+        self.stored.unpersist()
 
 
 def _names_where(flags: list[tuple[str, str]]) -> Column:

@@ -70,9 +70,6 @@ class QualityMetrics:
             self._schema = delta.schema_of(self.spark, SCHEMA)
         delta.append_rows(self.spark, self.path, rows, self._schema, "One row per run, table and quality rule", create)
 
-    def write(self, run_id: str, job: str, run_date: date, table: str, results: Iterable[RuleResult]) -> None:
-        self.append(self.rows(run_id, job, run_date, table, results))
-
     def history(self, table: str, rule: str, runs: int) -> list[float]:
         """The rule's observed values in the last ``runs`` runs that recorded one, newest first."""
         if not self.exists():
