@@ -37,6 +37,9 @@ quality-report: setup ## Profile silver and gold, then write the HTML quality re
 	./spark-submit.sh --env $(ENV) quality_profile
 	./spark-submit.sh --env $(ENV) quality_report
 
+maintain: setup ## OPTIMIZE (Z-order where declared), VACUUM and refresh statistics of every table
+	./spark-submit.sh --env $(ENV) maintenance $(if $(TABLES),--tables $(TABLES))
+
 replay: setup ## Replay quarantined records: make replay TABLE=silver.transactions [RULE=...]
 	./spark-submit.sh --env $(ENV) replay --table $(TABLE) $(if $(RULE),--rule $(RULE))
 
@@ -57,4 +60,4 @@ clean-lake: ## Delete the local lake (./lakehouse-data or $$LAKEHOUSE_ROOT if a 
 clean: ## Remove build outputs (keeps .venv and the lake)
 	rm -rf build .pytest_cache .ruff_cache
 
-.PHONY: help setup demo quality-report replay test lint bench clean clean-lake
+.PHONY: help setup demo quality-report maintain replay test lint bench clean clean-lake

@@ -85,6 +85,15 @@ class QualitySettings:
 
 
 @dataclass(frozen=True)
+class MaintenanceSettings:
+    """``maintenance:`` in the environment: ``retention_hours`` is how long VACUUM keeps the
+    files a table no longer references, for tables that declare none (Delta's own default, 7
+    days: readers of older versions and time travel within it keep working)."""
+
+    retention_hours: int = 168
+
+
+@dataclass(frozen=True)
 class EnvConfig:
     """One environment (local, cluster, ...) after overlay, interpolation and overrides."""
 
@@ -99,6 +108,7 @@ class EnvConfig:
     conf_dir: str
     files: tuple[str, ...]
     config_hash: str
+    maintenance: MaintenanceSettings = MaintenanceSettings()
 
     def secret(self, name: str) -> str:
         """Return a secret's value from the environment variable that ``secrets`` names.
@@ -126,6 +136,7 @@ _ENV_KEYS = {
     "endpoints": dict,
     "secrets": dict,
     "quality": dict,
+    "maintenance": dict,
 }
 _ENV_REQUIRED = ("lake_root", "reporting_currency", "spark")
 _SPARK_KEYS = {"master": str, "packages": list, "conf": dict}
@@ -305,6 +316,13 @@ def load_env(
     flag = str(quality_in.get("expectations", True)).strip().lower()
     if flag not in ("true", "false"):
         raise ConfigError(last, "quality.expectations", f"{flag!r} is not true or false")
+    maint_in = data.get("maintenance") or {}
+    for k in maint_in:
+        if k != "retention_hours":
+            raise ConfigError(last, f"maintenance.{k}", "unknown key (allowed: retention_hours)")
+    hours = str(maint_in.get("retention_hours", 168)).strip()
+    if not hours.isdigit():
+        raise ConfigError(last, "maintenance.retention_hours", f"{hours!r} is not a whole number of hours >= 0")
     canonical = json.dumps({**data, "lake_root": root}, sort_keys=True, default=str)
     return EnvConfig(
         name=env,
@@ -322,6 +340,7 @@ def load_env(
         conf_dir=str(conf.resolve()),
         files=tuple(str(f) for f in files),
         config_hash=hashlib.sha256(canonical.encode()).hexdigest()[:12],
+        maintenance=MaintenanceSettings(retention_hours=int(hours)),
     )
 
 
@@ -359,6 +378,9 @@ class TableSpec:
         columns: ``schema`` parsed into ``(name, type)`` pairs.
         keys: business keys (MERGE keys); empty for append-only tables.
         partition_by: partition columns.
+        zorder_by: columns the maintenance job clusters files by (OPTIMIZE ZORDER BY).
+        retention_hours: how long VACUUM keeps files no longer in the table (time travel and
+            readers of older versions); None: the environment's default.
         mode: how it is written: ``append`` (bronze), ``merge``, ``scd2``, ``replace_partitions``.
         version_column: for ``merge``/``scd2``: the column whose highest value wins.
         transform: dotted name of the pure function that builds the table.
@@ -385,6 +407,8 @@ class TableSpec:
     pii: Mapping[str, str]
     properties: Mapping[str, str]
     file: str
+    zorder_by: tuple[str, ...] = ()
+    retention_hours: int | None = None
 
     @property
     def short_name(self) -> str:
@@ -417,6 +441,8 @@ _TABLE_KEYS: dict[str, type | tuple[type, ...]] = {
     "expectations": list,
     "pii": dict,
     "properties": dict,
+    "zorder_by": list,
+    "retention_hours": int,
 }
 _TABLE_REQUIRED = ("name", "layer", "description", "owner", "schema", "mode")
 _MODES = {
@@ -473,10 +499,17 @@ def parse_table(data: Mapping[str, Any], file: str) -> TableSpec:
         names += [c for c, _ in BRONZE_METADATA]
     keys = _str_list(data, "keys", file)
     partition_by = _str_list(data, "partition_by", file)
-    for key_name, cols in (("keys", keys), ("partition_by", partition_by)):
+    zorder_by = _str_list(data, "zorder_by", file)
+    for key_name, cols in (("keys", keys), ("partition_by", partition_by), ("zorder_by", zorder_by)):
         for c in cols:
             if c not in names:
                 raise ConfigError(file, key_name, f"column {c!r} is not in the schema")
+    for c in zorder_by:
+        if c in partition_by:
+            raise ConfigError(file, "zorder_by", f"column {c!r} is a partition column (each file holds one value of it already)")
+    retention_hours = data.get("retention_hours")
+    if retention_hours is not None and (isinstance(retention_hours, bool) or not isinstance(retention_hours, int) or retention_hours < 0):
+        raise ConfigError(file, "retention_hours", f"expected hours as a whole number >= 0, got {retention_hours!r}")
     version_column = data.get("version_column")
     if version_column and version_column not in names:
         raise ConfigError(file, "version_column", f"column {version_column!r} is not in the schema")
@@ -540,6 +573,8 @@ def parse_table(data: Mapping[str, Any], file: str) -> TableSpec:
         pii=MappingProxyType({str(k): str(v) for k, v in pii.items()}),
         properties=MappingProxyType({str(k): _scalar(v, file, f"properties.{k}") for k, v in (data.get("properties") or {}).items()}),
         file=file,
+        zorder_by=zorder_by,
+        retention_hours=retention_hours,
     )
 
 

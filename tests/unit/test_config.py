@@ -63,6 +63,8 @@ def test_interpolation_without_default_names_file_and_key() -> None:
         ("reporting_currency: EURO\n", "reporting_currency", "not an ISO 4217 code"),
         ("spark: [1, 2\n", "line", "not valid YAML"),
         ("paths:\n  rw: /x\n", "paths.rw", "unknown key"),
+        ("maintenance:\n  retention_hours: -1\n", "maintenance.retention_hours", "not a whole number"),
+        ("maintenance:\n  keep: 3\n", "maintenance.keep", "unknown key"),
     ],
 )
 def test_bad_env_file_names_file_and_key(conf: Path, text: str, key: str, problem: str) -> None:
@@ -89,6 +91,7 @@ def test_tables_load_and_resolve(conf: Path) -> None:
     tx = tables["silver.transactions"]
     assert tx.keys == ("transaction_id",)
     assert tx.partition_by == ("event_date",)
+    assert (tx.zorder_by, tx.retention_hours, tables["silver.merchants"].zorder_by) == (("customer_id", "merchant_id"), None, ())
     assert tx.upstream == ("bronze.transactions", "silver.fx_rates", "silver.customers", "silver.merchants")
     assert [e.name for e in tx.expectations if e.severity == "fail"] == [
         "transaction_id_not_null",
@@ -121,6 +124,15 @@ def _edit(path: Path, old: str, new: str) -> None:
         ("silver/transactions.yaml", "build_transactions", "build_transactionz", "transform", "has no function"),
         ("silver/transactions.yaml", "partition_by: [event_date]", "partition_by: [event_day]", "partition_by", "not in the schema"),
         ("silver/transactions.yaml", "mode: merge", "mode: overwrite", "mode", "not valid for silver"),
+        ("silver/transactions.yaml", "zorder_by: [customer_id,", "zorder_by: [customer,", "zorder_by", "not in the schema"),
+        ("silver/transactions.yaml", "zorder_by: [customer_id,", "zorder_by: [event_date,", "zorder_by", "is a partition column"),
+        (
+            "silver/transactions.yaml",
+            "partition_by: [event_date]",
+            "partition_by: [event_date]\nretention_hours: 1.5",
+            "retention_hours",
+            "expected int",
+        ),
         ("bronze/transactions.yaml", "format: json", "format: xml", "source.format", "'xml' is not one of"),
         (
             "silver/transactions.yaml",

@@ -6,10 +6,11 @@ Each write is one Delta commit, so a failed run leaves the previous version inta
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import date
-from typing import Any
+from typing import Any, TypeVar
 
 from delta.tables import DeltaTable
 from pyspark.sql import Column, DataFrame, Row, SparkSession
@@ -19,6 +20,7 @@ from pyspark.sql.types import StructType
 from lakehouse.errors import PipelineError
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def schema_of(spark: SparkSession, ddl: str) -> StructType:
@@ -65,7 +67,7 @@ def tagged_commit(spark: SparkSession, path: str, tag: str, recent: int = 50) ->
     return {k: int(v) for k, v in (row["operationMetrics"] or {}).items() if str(v).lstrip("-").isdigit()}
 
 
-MAINTENANCE = ("OPTIMIZE", "VACUUM START", "VACUUM END", "ADD CONSTRAINT", "DROP CONSTRAINT")
+MAINTENANCE = ("OPTIMIZE", "VACUUM START", "VACUUM END", "COMPUTE STATS", "ADD CONSTRAINT", "DROP CONSTRAINT")
 
 
 def last_metrics(spark: SparkSession, path: str) -> dict[str, int]:
@@ -138,6 +140,46 @@ def append(
     w.save(path)
 
 
+def is_conflict(exc: BaseException) -> bool:
+    """True for Delta's concurrent-modification errors (another commit won the race)."""
+    text = f"{type(exc).__name__} {str(exc)[:2000]}"
+    return "ConcurrentModification" in text or "Concurrent" in type(exc).__name__ or "DELTA_CONCURRENT" in text
+
+
+def retry_on_conflict(fn: Callable[[], T], what: str, attempts: int = 5, wait: float = 0.5) -> tuple[T, int]:
+    """Call ``fn`` (one Delta commit); if a concurrent commit (e.g. the maintenance job's
+    OPTIMIZE beside a MERGE) made it fail, call it again on the new version, up to ``attempts``
+    times. Only for steps that are safe to repeat: a failed commit wrote nothing visible.
+    Returns ``fn``'s result and the number of retries."""
+    for attempt in range(attempts):
+        try:
+            return fn(), attempt
+        except Exception as exc:
+            if not is_conflict(exc) or attempt == attempts - 1:
+                raise
+            log.warning("%s: a concurrent commit won (%s); retrying (%d/%d)", what, type(exc).__name__, attempt + 1, attempts - 1)
+            time.sleep(wait * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def bookkeeping_session(spark: SparkSession) -> SparkSession:
+    """A session sharing ``spark``'s context, cache and catalog, with auto compaction off.
+
+    Bookkeeping tables (run log, metrics, profiles) get a few rows per commit; Delta's auto
+    compaction would rewrite each of them whole after every such append (a second commit and an
+    O(table) rewrite per row written); they are compacted by OPTIMIZE on a schedule instead.
+    """
+    quiet = getattr(spark, "_lakehouse_bookkeeping", None)
+    if quiet is None:
+        quiet = spark.newSession()
+        for key, value in spark.conf.getAll.items():  # the runtime settings (time zone, ...) too
+            if spark.conf.isModifiable(key):
+                quiet.conf.set(key, value)
+        quiet.conf.set("spark.databricks.delta.autoCompact.enabled", "false")
+        spark._lakehouse_bookkeeping = quiet  # type: ignore[attr-defined]
+    return quiet
+
+
 def append_rows(
     spark: SparkSession, path: str, rows: Sequence[Row], schema: StructType, comment: str, create: bool = True, merge_schema: bool = False
 ) -> None:
@@ -147,7 +189,7 @@ def append_rows(
         ensure_table(spark, path, schema, comment=comment)
     if rows:
         # one file per commit (in the rows' order), without optimized writes' shuffle
-        rows_df = spark.createDataFrame(list(rows), schema).coalesce(1)
+        rows_df = bookkeeping_session(spark).createDataFrame(list(rows), schema).coalesce(1)
         append(rows_df, path, merge_schema=merge_schema, tag="lakehouse:ops", optimize_write=False)
 
 
@@ -181,7 +223,8 @@ def merge_latest(
     builder = DeltaTable.forPath(spark, path).alias("t").merge(updates.alias("s"), cond)
     if evolve:  # columns of ``updates`` the table lacks are added to it
         builder = builder.withSchemaEvolution()
-    builder.whenMatchedUpdateAll(condition=newer).whenNotMatchedInsertAll().execute()
+    merge = builder.whenMatchedUpdateAll(condition=newer).whenNotMatchedInsertAll()
+    retry_on_conflict(merge.execute, f"MERGE into {path}")
     return last_metrics(spark, path)
 
 
@@ -190,7 +233,8 @@ def merge_upsert(spark: SparkSession, path: str, updates: DataFrame, keys: Seque
     cond: Column = F.lit(True)
     for k in keys:
         cond = cond & (F.col(f"t.{k}") == F.col(f"s.{k}"))
-    DeltaTable.forPath(spark, path).alias("t").merge(updates.alias("s"), cond).whenMatchedUpdateAll().whenNotMatchedInsertAll().execute()
+    merge = DeltaTable.forPath(spark, path).alias("t").merge(updates.alias("s"), cond).whenMatchedUpdateAll().whenNotMatchedInsertAll()
+    retry_on_conflict(merge.execute, f"MERGE into {path}")
     return last_metrics(spark, path)
 
 
@@ -224,10 +268,11 @@ def replace_where_equals(df: DataFrame, path: str, column: str, value: str, tag:
     w = df.write.format("delta").mode("overwrite").option("replaceWhere", f"{column} = '{value}'")
     if tag is not None:
         w = w.option("userMetadata", tag)
-    w.save(path)
+    retry_on_conflict(lambda: w.save(path), f"replaceWhere on {path}")
 
 
 def replace_partitions(spark: SparkSession, df: DataFrame, path: str, column: str, values: Sequence[date | int]) -> dict[str, int]:
     """Atomically replace the partitions ``column IN values`` with ``df``."""
-    (df.write.format("delta").mode("overwrite").option("replaceWhere", sql_in(column, values)).save(path))
+    w = df.write.format("delta").mode("overwrite").option("replaceWhere", sql_in(column, values))
+    retry_on_conflict(lambda: w.save(path), f"replaceWhere on {path}")
     return last_metrics(spark, path)

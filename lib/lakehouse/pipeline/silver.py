@@ -114,7 +114,7 @@ def _scd2(spark: SparkSession, lake: Lake, spec: TableSpec, valid: DataFrame) ->
         cond = F.lit(True)
         for k in (*spec.keys, version):
             cond = cond & (F.col(f"t.{k}") == F.col(f"s.{k}"))
-        (
+        merge = (
             DeltaTable.forPath(spark, path)
             .alias("t")
             .merge(changed.alias("s"), cond)
@@ -123,8 +123,9 @@ def _scd2(spark: SparkSession, lake: Lake, spec: TableSpec, valid: DataFrame) ->
                 set={"valid_to": "s.valid_to", "is_current": "s.is_current"},
             )
             .whenNotMatchedInsert(values={f.name: F.col(f"s.{f.name}") for f in schema.fields})
-            .execute()
         )
+        # a conflict here is the maintenance job's OPTIMIZE (same rows, other files): the chain holds
+        delta.retry_on_conflict(merge.execute, f"{spec.name}: MERGE")
     finally:
         chain.unpersist()
     m = delta.last_metrics(spark, path)

@@ -229,11 +229,12 @@ def foreign_key(
 ) -> RowCheck:
     """The value exists as ``key`` (default: the same name) in ``table`` (filtered by ``where``).
 
-    A dimension's distinct keys are broadcast to the batch (``broadcast: false`` leaves the join
-    strategy to Spark). For a reference far larger than the batch (a fact table, e.g. the
-    payments a chargeback names) say ``large_reference: true``: the batch's distinct values are
-    broadcast to filter the reference's key column instead, so no large side is shuffled or
-    broadcast.
+    A dimension is looked up with an ``EXISTS`` subquery, which Spark plans as an existence join
+    (broadcast when the dimension is small; ``broadcast: false`` leaves the strategy to Spark): one
+    boolean per row, no ``distinct`` of the reference and no risk of multiplying rows. For a
+    reference far larger than the batch (a fact table, e.g. the payments a chargeback names) say
+    ``large_reference: true``: the batch's distinct values are broadcast to filter the reference's
+    key column instead, so no large side is shuffled or broadcast.
     """
     found, ref_key = ctx.helper("found"), ctx.helper("key")
 
@@ -242,14 +243,19 @@ def foreign_key(
         if where:
             ref = ref.where(where)
         ref = ref.select(F.col(key or column).alias(ref_key))
-        if large_reference:
-            wanted = df.select(F.col(column).alias(ref_key)).where(F.col(ref_key).isNotNull()).distinct()
-            ref = ref.join(F.broadcast(wanted), ref_key, "left_semi")
+        if not large_reference:
+            ref = F.broadcast(ref) if broadcast else ref
+            batch, probe = ctx.helper("batch"), ctx.helper("ref")
+            hit = ref.alias(probe).where(F.col(f"{probe}.{ref_key}") == F.col(f"{batch}.{column}").outer()).exists()
+            return df.alias(batch).select("*", hit.alias(found))
+        wanted = df.select(F.col(column).alias(ref_key)).where(F.col(ref_key).isNotNull()).distinct()
+        ref = ref.join(F.broadcast(wanted), ref_key, "left_semi")
         ref = ref.distinct().select(ref_key, F.lit(True).alias(found))
-        joined = df.join(F.broadcast(ref) if broadcast or large_reference else ref, F.col(column) == F.col(ref_key), "left")
+        joined = df.join(F.broadcast(ref), F.col(column) == F.col(ref_key), "left")
         return joined.drop(ref_key)  # only the boolean is kept with the rows
 
-    return RowCheck(failed=F.col(column).isNotNull() & F.col(found).isNull(), prepare=prepare)
+    missing = F.col(found).isNull() if large_reference else ~F.col(found)
+    return RowCheck(failed=F.col(column).isNotNull() & missing, prepare=prepare)
 
 
 # ---------------------------------------------------------------------------------------------
