@@ -50,9 +50,12 @@ lint: setup ## ruff check and format check
 	$(VENV)/bin/ruff check lib jobs tests bench
 	$(VENV)/bin/ruff format --check lib jobs tests bench
 
-bench: setup ## Benchmarks that print figures (bench/): pipeline scale, quality overhead and recall
-	$(PY) bench/pipeline_scale.py --scale $(SCALE)
-	$(PY) bench/quality_overhead.py --scale $(SCALE)
+bench: setup ## Benchmark stage by stage vs bare Spark and DuckDB, scale-out prediction, quality overhead
+	$(PY) bench/pipeline_bench.py --scale $(SCALE) $(if $(BENCH_ROOT),--root $(BENCH_ROOT)/pipeline)
+	$(PY) bench/quality_overhead.py --scale $(SCALE) $(if $(BENCH_ROOT),--root $(BENCH_ROOT)/quality)
+
+pyenv: setup ## Pack the executors' Python environment for a cluster (build/pyenv.tar.gz)
+	scripts/pack-pyenv.sh
 
 clean-lake: ## Delete the local lake (./lakehouse-data or $$LAKEHOUSE_ROOT if a local path)
 	rm -rf "$${LAKEHOUSE_ROOT:-./lakehouse-data}"
@@ -60,4 +63,4 @@ clean-lake: ## Delete the local lake (./lakehouse-data or $$LAKEHOUSE_ROOT if a 
 clean: ## Remove build outputs (keeps .venv and the lake)
 	rm -rf build .pytest_cache .ruff_cache
 
-.PHONY: help setup demo quality-report maintain replay test lint bench clean clean-lake
+.PHONY: help setup demo quality-report maintain replay test lint bench pyenv clean clean-lake

@@ -28,6 +28,9 @@ setup(
             "deltalake>=1.0",  # delta-rs: an independent reader for the tables we write
             "pandas<3",  # deltalake -> pandas; PySpark 4.2 warns on pandas 3
             "pyarrow>=15",
+            "venv-pack>=0.2",  # scripts/pack-pyenv.sh: the executors' Python environment
+            "duckdb>=1.1",  # bench/: the single-machine baseline
+            "psutil>=5.9",  # bench/: peak memory of each stage's processes
         ],
     },
 )

@@ -16,10 +16,11 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
+from pathlib import Path
 
 from lakehouse.config import EnvConfig, load_env, load_tables
 from lakehouse.deps import resolved_jars, warm
-from lakehouse.errors import LakehouseError
+from lakehouse.errors import ConfigError, LakehouseError
 from lakehouse.logs import configure
 from lakehouse.runlog import new_run_id
 from lakehouse.session import default_conf_dir, log4j_options
@@ -98,11 +99,26 @@ def run_job(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[s
 
 
 def submit_args(env: EnvConfig, master: str | None) -> list[str]:
-    """spark-submit options rendered from an environment (master, jars, driver JVM settings)."""
+    """spark-submit options rendered from an environment (master, jars, driver JVM settings, the
+    executors' packed Python environment).
+
+    Raises:
+        ConfigError: ``spark.python_archive`` names a local file that does not exist.
+    """
     args = ["--master", master or env.spark.master, "--name", f"lakehouse-{env.name}"]
     jars = resolved_jars(env.spark.packages)
     if jars:
         args += ["--jars", ",".join(jars)]
+    if env.spark.python_archive:
+        archive = env.spark.python_archive
+        if "://" not in archive:
+            local = Path(archive) if Path(archive).is_absolute() else Path(env.conf_dir).parent / archive
+            if not local.is_file():
+                raise ConfigError(env.files[-1], "spark.python_archive", f"{local} does not exist: build it with `make pyenv`")
+            archive = str(local)
+        # executors unpack it as ./environment and run its Python; the driver keeps its own
+        args += ["--archives", f"{archive}#environment", "--conf", "spark.pyspark.python=./environment/bin/python"]
+        args += ["--conf", f"spark.pyspark.driver.python={sys.executable}"]
     conf = dict(env.spark.conf)
     if "spark.driver.memory" in conf:
         args += ["--driver-memory", conf["spark.driver.memory"]]

@@ -63,6 +63,9 @@ class SparkSettings:
     master: str
     packages: tuple[str, ...]
     conf: Mapping[str, str]
+    python_archive: str | None = None
+    """A packed Python environment (scripts/pack-pyenv.sh) the executors run, shipped with
+    ``--archives``; a path relative to the project, or a URI. None: executors use the driver's."""
 
 
 @dataclass(frozen=True)
@@ -139,7 +142,7 @@ _ENV_KEYS = {
     "maintenance": dict,
 }
 _ENV_REQUIRED = ("lake_root", "reporting_currency", "spark")
-_SPARK_KEYS = {"master": str, "packages": list, "conf": dict}
+_SPARK_KEYS = {"master": str, "packages": list, "conf": dict, "python_archive": str}
 _PATH_KEYS = ("raw", "tables", "checkpoints", "truth")
 
 
@@ -231,7 +234,7 @@ def _apply_override(data: dict[str, Any], item: str, file: str) -> dict[str, Any
         raise ConfigError(file, item, "an override must look like key=value")
     key, value = item.split("=", 1)
     key = key.strip()
-    if key.startswith("spark.") and key not in ("spark.master", "spark.packages"):
+    if key.startswith("spark.") and key not in ("spark.master", "spark.packages", "spark.python_archive"):
         spark = dict(data.get("spark") or {})
         spark["conf"] = {**(spark.get("conf") or {}), key: value}
         return {**data, "spark": spark}
@@ -333,6 +336,7 @@ def load_env(
             master=str(spark["master"]),
             packages=tuple(packages),
             conf=MappingProxyType(spark_conf),
+            python_archive=str(spark["python_archive"]) if spark.get("python_archive") else None,
         ),
         endpoints=MappingProxyType(dict(data.get("endpoints") or {})),
         secrets=MappingProxyType(dict(secrets)),
@@ -381,7 +385,12 @@ class TableSpec:
         zorder_by: columns the maintenance job clusters files by (OPTIMIZE ZORDER BY).
         retention_hours: how long VACUUM keeps files no longer in the table (time travel and
             readers of older versions); None: the environment's default.
-        mode: how it is written: ``append`` (bronze), ``merge``, ``scd2``, ``replace_partitions``.
+        mode: how it is written: ``append`` (bronze), ``merge``, ``scd2``, ``replace_where``.
+        replace_by: for ``replace_where``: the column whose values a run recomputes; the rows of
+            those values are replaced in one commit (partition column or not).
+        expected_rows_per_day, expected_row_bytes: the scale the layout is designed for (rows a
+            day adds, compressed bytes per row); with them the loader checks the partitioning rule
+            (:func:`partition_bytes`).
         version_column: for ``merge``/``scd2``: the column whose highest value wins.
         transform: dotted name of the pure function that builds the table.
         upstream: names of the tables it is built from.
@@ -409,6 +418,9 @@ class TableSpec:
     file: str
     zorder_by: tuple[str, ...] = ()
     retention_hours: int | None = None
+    replace_by: str | None = None
+    expected_rows_per_day: int | None = None
+    expected_row_bytes: int | None = None
 
     @property
     def short_name(self) -> str:
@@ -443,12 +455,19 @@ _TABLE_KEYS: dict[str, type | tuple[type, ...]] = {
     "properties": dict,
     "zorder_by": list,
     "retention_hours": int,
+    "replace_by": str,
+    "expected_scale": dict,
 }
+PARTITION_MIN_BYTES = 1_000_000_000
+"""The layout rule: partition a table by a column only if one value's partition holds at least
+this much at the table's expected scale; below it, partitions become small files and a planning
+cost, and clustering (``zorder_by``) with data skipping serves the same filters."""
+
 _TABLE_REQUIRED = ("name", "layer", "description", "owner", "schema", "mode")
 _MODES = {
     "bronze": ("append",),
     "silver": ("merge", "scd2"),
-    "gold": ("replace_partitions", "merge"),
+    "gold": ("replace_where", "merge"),
 }
 _SOURCE_KEYS = {"format": str, "path": str, "options": dict, "schema_drift": str}
 DRIFT_POLICIES = ("evolve", "rescue", "fail")
@@ -517,8 +536,36 @@ def parse_table(data: Mapping[str, Any], file: str) -> TableSpec:
         raise ConfigError(file, "keys", f"mode {mode} needs business keys")
     if mode in ("merge", "scd2") and layer == "silver" and not version_column:
         raise ConfigError(file, "version_column", f"mode {mode} needs a version column")
-    if mode == "replace_partitions" and not partition_by:
-        raise ConfigError(file, "partition_by", "mode replace_partitions needs partition columns")
+    replace_by = data.get("replace_by")
+    if mode == "replace_where" and not replace_by:
+        raise ConfigError(file, "replace_by", "mode replace_where needs the column whose values a run replaces")
+    if replace_by and mode != "replace_where":
+        raise ConfigError(file, "replace_by", f"only for mode replace_where (this table's mode is {mode})")
+    if replace_by and replace_by not in names:
+        raise ConfigError(file, "replace_by", f"column {replace_by!r} is not in the schema")
+    scale = data.get("expected_scale")
+    rows_per_day = row_bytes = None
+    if scale is not None:
+        for k in scale:
+            if k not in ("rows_per_day", "row_bytes"):
+                raise ConfigError(file, f"expected_scale.{k}", "unknown key (allowed: rows_per_day, row_bytes)")
+        for k in ("rows_per_day", "row_bytes"):
+            v = scale.get(k)
+            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+                raise ConfigError(file, f"expected_scale.{k}", f"expected a whole number > 0, got {v!r}")
+        rows_per_day, row_bytes = scale["rows_per_day"], scale["row_bytes"]
+        types = dict(columns) | dict(BRONZE_METADATA if layer == "bronze" else ())
+        for c in partition_by:
+            if types.get(c) == "date":
+                size = rows_per_day * row_bytes
+                if size < PARTITION_MIN_BYTES:
+                    raise ConfigError(
+                        file,
+                        "partition_by",
+                        f"a day's partition of {c} would hold ~{size / 1e6:,.0f} MB at the expected scale "
+                        f"({rows_per_day:,} rows x {row_bytes} B), below the ~{PARTITION_MIN_BYTES / 1e9:g} GB a partition "
+                        "should hold: drop partition_by and cluster the files with zorder_by instead",
+                    )
     source = None
     if layer == "bronze":
         if "source" not in data:
@@ -575,6 +622,9 @@ def parse_table(data: Mapping[str, Any], file: str) -> TableSpec:
         file=file,
         zorder_by=zorder_by,
         retention_hours=retention_hours,
+        replace_by=replace_by,
+        expected_rows_per_day=rows_per_day,
+        expected_row_bytes=row_bytes,
     )
 
 

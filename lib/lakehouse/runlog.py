@@ -40,6 +40,9 @@ SCHEMA = (
     "rules_broken array<string>"
 )
 
+TABLE_PROPERTY = "lakehouse.table"
+"""Spark local property naming the table a job works on (in the Spark UI and event log)."""
+
 
 def new_run_id(now: datetime | None = None) -> str:
     """``YYYYmmddTHHMMSSZ-xxxxxx``: sortable by start time, unique."""
@@ -179,11 +182,15 @@ class RunLog:
     def track(self, table: str) -> Iterator[TableRun]:
         """Log the work on ``table``: 'succeeded' when the block ends, 'failed' with the error if it raises."""
         tr = self.start(table)
+        sc = self.spark.sparkContext
+        sc.setLocalProperty(TABLE_PROPERTY, table)  # names the table in the event log's jobs (bench/eventlog.py)
         try:
             yield tr
         except Exception as exc:
             self.finish(tr, "failed", f"{type(exc).__name__}: {exc}")
             raise
+        finally:
+            sc.setLocalProperty(TABLE_PROPERTY, None)  # type: ignore[arg-type]
         self.finish(tr)
 
     def finish(self, tr: TableRun, status: str = "succeeded", error: str | None = None) -> None:

@@ -34,6 +34,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]
         "SPARK_MASTER_WEBUI_PORT": "8180",
         "SPARK_MASTER_URL": f"spark://127.0.0.1:{PORT}",
     }
+    packed = subprocess.run(["scripts/pack-pyenv.sh"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert packed.returncode == 0, packed.stderr
     up = subprocess.run(["scripts/standalone-cluster.sh", "start", "2"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert up.returncode == 0, up.stderr
     yield env
@@ -63,9 +65,11 @@ def test_pipeline_on_a_standalone_cluster_builds_the_tables_local_mode_builds(
     run = submit(env, "cluster", "pipeline", "--conf", "spark.sql.shuffle.partitions=4")
     assert run.returncode == 0, run.stderr[-3000:]
     assert "MISMATCH" not in run.stdout and run.stdout.count(" OK") == 5, run.stdout
-    # the executors ran on the cluster's workers
+    # the executors ran on the cluster's workers, each with the packed environment unpacked
     apps = list(Path(cluster["LAKEHOUSE_CLUSTER_DIR"], "work").glob("app-*"))
     assert len(apps) == 2, apps
+    pythons = list(Path(cluster["LAKEHOUSE_CLUSTER_DIR"], "work").glob("app-*/*/environment/bin/python"))
+    assert len(pythons) == 4, pythons  # 2 applications x 2 executors
 
     cluster_lake = Lake(env_for(on_cluster), load_tables(CONF))
     raw = cluster_lake.env.paths.raw

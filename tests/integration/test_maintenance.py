@@ -103,7 +103,7 @@ def test_maintenance_compacts_and_vacuums_without_changing_a_row(spark: SparkSes
         assert data_files(path) == m.files_after, (name, data_files(path), m)
         assert m.vacuumed_files >= on_disk[name] - m.files_after, (name, on_disk[name], m)
         assert m.stats_recomputed == 0  # every write collected them
-        if zorder:
+        if zorder and m.compacted_files:  # what it compacted, it Z-ordered (a one-file table needs neither)
             hist = spark.sql(f"DESCRIBE HISTORY delta.`{path}`").where("operation = 'OPTIMIZE'").orderBy("version", ascending=False).first()
             assert all(c in hist["operationParameters"]["zOrderBy"] for c in zorder), (name, hist["operationParameters"])
     assert done["ops.run_log"].files_after == 1

@@ -31,9 +31,28 @@ def test_env_overlay_interpolation_and_overrides(conf: Path) -> None:
     assert env.spark.conf["spark.sql.extensions"] == "io.delta.sql.DeltaSparkSessionExtension"  # from base
     assert env.spark.master == "local[2]"
     assert env.reporting_currency == "USD"
-    cluster = load_env(conf, "cluster", environ={"SPARK_MASTER_URL": "spark://10.0.0.1:7077"})
+    cluster = load_env(conf, "cluster", environ={"SPARK_MASTER_URL": "spark://10.0.0.1:7077", "LAKEHOUSE_ROOT": "hdfs://nn:8020/lake"})
     assert cluster.spark.master == "spark://10.0.0.1:7077"
-    assert cluster.spark.conf["spark.sql.shuffle.partitions"] == "64"
+    assert cluster.lake_root == "hdfs://nn:8020/lake"
+    assert cluster.spark.conf["spark.sql.shuffle.partitions"] == "512"
+    assert cluster.spark.python_archive == "build/pyenv.tar.gz"
+    # a cluster's lake must be named: no silent local default
+    with pytest.raises(ConfigError, match="cluster.yaml: .lake_root: environment variable LAKEHOUSE_ROOT is not set"):
+        load_env(conf, "cluster", environ={})
+
+
+def test_submit_args_ship_the_packed_python_environment(conf: Path, tmp_path: Path) -> None:
+    from lakehouse.cli import submit_args
+
+    missing = load_env(conf, "cluster", [f"spark.python_archive={tmp_path}/none.tar.gz"], environ={"LAKEHOUSE_ROOT": "/lake"})
+    with pytest.raises(ConfigError, match=r"spark.python_archive: .*none.tar.gz does not exist: build it with `make pyenv`"):
+        submit_args(missing, None)
+    (tmp_path / "env.tar.gz").write_bytes(b"")
+    env = load_env(conf, "cluster", [f"spark.python_archive={tmp_path}/env.tar.gz"], environ={"LAKEHOUSE_ROOT": "/lake"})
+    args = submit_args(env, "spark://h:7077")
+    assert args[args.index("--archives") + 1] == f"{tmp_path}/env.tar.gz#environment"
+    assert "spark.pyspark.python=./environment/bin/python" in args and args[1] == "spark://h:7077"
+    assert "--archives" not in submit_args(load_env(conf, "local", environ={}), None)
 
 
 def test_default_lake_root_is_local_and_absolute(conf: Path) -> None:
@@ -126,6 +145,20 @@ def _edit(path: Path, old: str, new: str) -> None:
         ("silver/transactions.yaml", "mode: merge", "mode: overwrite", "mode", "not valid for silver"),
         ("silver/transactions.yaml", "zorder_by: [customer_id,", "zorder_by: [customer,", "zorder_by", "not in the schema"),
         ("silver/transactions.yaml", "zorder_by: [customer_id,", "zorder_by: [event_date,", "zorder_by", "is a partition column"),
+        ("gold/merchant_daily_kpis.yaml", "replace_by: event_date", "replace_by: event_day", "replace_by", "not in the schema"),
+        ("gold/merchant_daily_kpis.yaml", "replace_by: event_date\n", "", "replace_by", "mode replace_where needs the column"),
+        ("gold/customer_360.yaml", "keys: [customer_id]", "keys: [customer_id]\nreplace_by: customer_id", "replace_by", "only for mode"),
+        ("silver/transactions.yaml", "rows_per_day: 30000000", "rows_per_day: many", "expected_scale.rows_per_day", "whole number > 0"),
+        ("silver/transactions.yaml", "row_bytes: 148", "row_bytes: 148, days: 1", "expected_scale.days", "unknown key"),
+        # the layout rule: a day's partition must hold ~1 GB at the expected scale
+        ("silver/transactions.yaml", "rows_per_day: 30000000", "rows_per_day: 3000000", "partition_by", "would hold ~444 MB"),
+        (
+            "silver/chargebacks.yaml",
+            "zorder_by: [chargeback_date]",
+            "partition_by: [chargeback_date]",
+            "partition_by",
+            "~10 MB at the expected scale (86,000 rows x 116 B), below the ~1 GB",
+        ),
         (
             "silver/transactions.yaml",
             "partition_by: [event_date]",

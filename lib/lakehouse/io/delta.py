@@ -271,8 +271,45 @@ def replace_where_equals(df: DataFrame, path: str, column: str, value: str, tag:
     retry_on_conflict(lambda: w.save(path), f"replaceWhere on {path}")
 
 
-def replace_partitions(spark: SparkSession, df: DataFrame, path: str, column: str, values: Sequence[date | int]) -> dict[str, int]:
-    """Atomically replace the partitions ``column IN values`` with ``df``."""
+def replace_values(
+    spark: SparkSession, df: DataFrame, path: str, column: str, values: Sequence[date | int], optimize_write: bool = True
+) -> dict[str, int]:
+    """Atomically replace the rows with ``column IN values`` by ``df``: whole partitions if
+    ``column`` partitions the table, else Delta rewrites only the files holding such rows (found
+    by their statistics) without them. ``optimize_write=False`` writes ``df``'s partitions as
+    they are (one file each) instead of Delta's re-binning shuffle."""
     w = df.write.format("delta").mode("overwrite").option("replaceWhere", sql_in(column, values))
+    if not optimize_write:
+        w = w.option("optimizeWrite", "false")
     retry_on_conflict(lambda: w.save(path), f"replaceWhere on {path}")
     return last_metrics(spark, path)
+
+
+def files_read(df: DataFrame) -> int:
+    """Run ``df`` (collecting its rows: meant for small, filtered results) and return how many
+    files its scans read: the ``numFiles`` metric of every file scan of the executed plan, after
+    partition pruning and Delta's data skipping on file statistics.
+
+    Example (in a notebook)::
+
+        files_read(spark.read.format("delta").load(kpis).where("event_date = '2026-01-05'"))
+    """
+    df.collect()
+    plan = df._jdf.queryExecution().executedPlan()
+    total = 0
+    todo = [plan]
+    while todo:
+        node = todo.pop()
+        kind = node.getClass().getSimpleName()
+        if kind == "AdaptiveSparkPlanExec":
+            todo.append(node.finalPhysicalPlan())
+            continue
+        if kind.endswith("QueryStageExec"):
+            todo.append(node.plan())
+            continue
+        if kind == "FileSourceScanExec":
+            metric = node.metrics().get("numFiles")
+            total += int(metric.get().value()) if metric.isDefined() else 0
+        children = node.children()
+        todo.extend(children.apply(i) for i in range(children.size()))
+    return total

@@ -74,7 +74,7 @@ def ingest_batch(spark: SparkSession, lake: Lake, spec: TableSpec, batch: DataFr
         if source.schema_drift == "evolve":
             out = drift.evolve(batch, sorted({*evolved, *found.fields}))
         app_id = f"lakehouse-bronze-{fs.stream_id(spark, lake.checkpoint('bronze', spec.name))}"
-        delta.append(out, path, txn=(app_id, batch_id), partition_by=("_ingest_date",), merge_schema=source.schema_drift == "evolve")
+        delta.append(out, path, txn=(app_id, batch_id), partition_by=spec.partition_by, merge_schema=source.schema_drift == "evolve")
         crash_point("bronze.after_append", spec.name)
         tr.rows_read += rows
     finally:

@@ -3,8 +3,9 @@
 The run log holds, for each gold table, the versions of the silver tables its last successful
 run read. This run reads the change data feed of each silver table from that version + 1 to the
 current one, hands it to the table's transform (which works out the affected dates or keys), and
-writes the result with replaceWhere on the affected partitions (``replace_partitions``) or a MERGE
-on the keys (``merge``). No change upstream: nothing is written. No earlier run: a full build.
+writes the result with replaceWhere on the affected values of ``replace_by`` (``replace_where``:
+one commit swaps those rows, rewriting only the files that hold them) or a MERGE on the keys
+(``merge``). No change upstream: nothing is written. No earlier run: a full build.
 """
 
 from __future__ import annotations
@@ -82,11 +83,15 @@ def build_table(spark: SparkSession, lake: Lake, spec: TableSpec, runlog: RunLog
             tr.rows_read = rows
             tr.rows_warned = checked.warned
             if rows:
-                if spec.mode == "replace_partitions":
-                    col = spec.partition_by[0]
+                if spec.mode == "replace_where":
+                    col = spec.replace_by
+                    assert col is not None  # the config loader requires it
                     values = sorted(r[0] for r in out.select(col).distinct().collect())
-                    delta.replace_partitions(spark, out, path, col, values)
-                    log.info("%s: replaced %d partition(s) %s..%s", spec.name, len(values), values[0], values[-1])
+                    # range-partitioned by the column (AQE sizes the ranges), written as they are:
+                    # each file holds a narrow range of it, so queries filtered on it skip the
+                    # other files by their min/max statistics
+                    delta.replace_values(spark, out.repartitionByRange(col), path, col, values, optimize_write=False)
+                    log.info("%s: replaced the rows of %d %s value(s) %s..%s", spec.name, len(values), col, values[0], values[-1])
                 else:
                     delta.merge_upsert(spark, path, out, spec.keys)
                 crash_point("gold.after_write", spec.name)

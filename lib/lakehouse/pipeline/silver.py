@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from delta.tables import DeltaTable
-from pyspark import StorageLevel
+from pyspark import StorageLevel, inheritable_thread_target
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -222,7 +222,16 @@ def process_batch(
         valid_n = read - quarantined
         inserted = updated = 0
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="quarantine") as beside:
-            q = beside.submit(write_quarantine, spark, lake.quarantine_path(spec.name), rejected, quarantined, spec.name, run_id, key)
+            q = beside.submit(
+                inheritable_thread_target(spark)(write_quarantine),
+                spark,
+                lake.quarantine_path(spec.name),
+                rejected,
+                quarantined,
+                spec.name,
+                run_id,
+                key,
+            )
             if valid_n:
                 inserted, updated, done = upsert_once(spark, lake, spec, valid, f"lakehouse:{spec.name}:{key}", extra)
                 if done:
