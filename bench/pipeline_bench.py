@@ -46,7 +46,7 @@ SCALE_UP = 100.0
 
 
 def run(cmd: list[str], label: str) -> tuple[float, int, str]:
-    """Run ``cmd``; return wall seconds, peak RSS (bytes) of its process tree, and its stdout."""
+    """Run ``cmd``; return wall seconds, peak RSS (bytes) of its Java and Python processes, and its stdout."""
     t0 = time.monotonic()
     proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"}, stdout=subprocess.PIPE, text=True)
     peak = 0
@@ -59,7 +59,9 @@ def run(cmd: list[str], label: str) -> tuple[float, int, str]:
         while not done.is_set():
             try:
                 now = [(x.name(), x.memory_info().rss) for x in [p, *p.children(recursive=True)]]
-                peak = max(peak, sum(r for _, r in now))
+                # the JVM and Python processes; not the JVM's short-lived forks (Hadoop's chmod,
+                # readlink), which show the parent's shared pages as their own RSS
+                peak = max(peak, sum(r for n, r in now if n.startswith(("java", "python"))))
                 for name, rss in now:
                     by_name[name] = max(by_name.get(name, 0), rss)
             except psutil.Error:
