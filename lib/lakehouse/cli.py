@@ -123,7 +123,8 @@ def submit_args(env: EnvConfig, master: str | None) -> list[str]:
     if "spark.driver.memory" in conf:
         args += ["--driver-memory", conf["spark.driver.memory"]]
     opts = log4j_options(env)
-    args += ["--driver-java-options", opts, "--conf", f"spark.executor.extraJavaOptions={opts}"]
+    driver, executor = (" ".join(filter(None, (conf.get(f"spark.{r}.extraJavaOptions"), opts))) for r in ("driver", "executor"))
+    args += ["--driver-java-options", driver, "--conf", f"spark.executor.extraJavaOptions={executor}"]
     return args
 
 

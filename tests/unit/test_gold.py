@@ -3,9 +3,12 @@ from __future__ import annotations
 from datetime import date, datetime
 from decimal import Decimal
 
+import pytest
 from chispa import assert_df_equality
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
+from lakehouse.errors import PipelineError
 from lakehouse.payments.gold import changed_keys, customer_360, merchant_daily_kpis, with_recency
 
 TX = "transaction_id string, customer_id string, merchant_id string, event_date date, amount_reporting decimal(18,2), status string"
@@ -70,17 +73,37 @@ def test_merchant_daily_kpis_full_build(spark: SparkSession) -> None:
     assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
 
 
-def test_merchant_daily_kpis_only_recomputes_affected_dates(spark: SparkSession) -> None:
+def test_merchant_daily_kpis_recomputes_only_the_touched_merchant_days(spark: SparkSession) -> None:
+    """An incremental build returns every row of the touched dates (the table is replaced by
+    date), aggregating only the touched (date, merchant) pairs and keeping the table's other rows."""
     tables = _tables(spark)
-    changes = {
-        "transactions": spark.createDataFrame([(date(2026, 1, 2), "insert")], "event_date date, _change_type string"),
-    }
-    got = merchant_daily_kpis(tables, changes)
-    assert [r.event_date for r in got.select("event_date").distinct().collect()] == [date(2026, 1, 2)]
-    # a chargeback on a day-1 payment touches day 1 only
+    extra = spark.createDataFrame([("t6", "C2", "M2", date(2026, 1, 1), Decimal("7.00"), "approved")], TX)
+    tables["transactions"] = tables["transactions"].unionByName(extra)
+    full = merchant_daily_kpis(tables, None)
+    # the stored rows carry a marker, so a kept row is told from a recomputed one
+    tables["merchant_daily_kpis"] = full.withColumn("transactions", F.lit(999).cast("bigint"))
+    marked = tables["merchant_daily_kpis"]
+
+    # a chargeback on t4 (day 1, M1): M1's day 1 recomputed, M2's day 1 kept, day 2 left out
     changes = {"chargebacks": spark.createDataFrame([("t4", "insert")], "transaction_id string, _change_type string")}
     got = merchant_daily_kpis(tables, changes)
-    assert [r.event_date for r in got.select("event_date").distinct().collect()] == [date(2026, 1, 1)]
+    expected = full.where("event_date = DATE'2026-01-01' AND merchant_id = 'M1'").unionByName(
+        marked.where("event_date = DATE'2026-01-01' AND merchant_id = 'M2'")
+    )
+    assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
+
+    # a new payment of M2 on day 2: that pair only
+    changes = {
+        "transactions": spark.createDataFrame(
+            [(date(2026, 1, 2), "M2", "insert")], "event_date date, merchant_id string, _change_type string"
+        )
+    }
+    got = merchant_daily_kpis(tables, changes)
+    assert_df_equality(got, full.where("event_date = DATE'2026-01-02'"), ignore_row_order=True, ignore_nullable=True)
+
+    del tables["merchant_daily_kpis"]
+    with pytest.raises(PipelineError, match="needs the table's current rows"):
+        merchant_daily_kpis(tables, changes)
 
 
 def test_customer_360(spark: SparkSession) -> None:
@@ -146,6 +169,7 @@ def test_changed_keys_ignores_updates_of_other_columns(spark: SparkSession) -> N
     assert sorted(r[0] for r in changed_keys(cdf, "merchant_id", ["merchant_name"]).collect()) == ["M2", "M3"]
     assert sorted({r[0] for r in changed_keys(cdf, "merchant_id").collect()}) == ["M1", "M2", "M3"]
     tables = _tables(spark)
+    tables["merchant_daily_kpis"] = merchant_daily_kpis(tables, None)
     assert merchant_daily_kpis(tables, {"merchants": cdf.where("merchant_id = 'M1'")}).count() == 0
     renamed = merchant_daily_kpis(tables, {"merchants": cdf.where("merchant_id = 'M2'")})
     assert [r.event_date for r in renamed.select("event_date").distinct().collect()] == [date(2026, 1, 2)]

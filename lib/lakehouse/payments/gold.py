@@ -1,9 +1,10 @@
 """Gold transforms of the payments domain: marts computed from silver.
 
-Each function takes ``tables`` (the current silver tables by short name) and ``changes`` (their
-change-data-feed rows since the last gold run, by short name, or ``None`` for a full build) and
-returns the complete rows of every partition or key the changes touch — never more. The runner
-writes them with replaceWhere (partitions) or MERGE (keys).
+Each function takes ``tables`` (the current silver tables by short name; on an incremental run
+also the table's own current rows, under its short name) and ``changes`` (their change-data-feed
+rows since the last gold run, by short name, or ``None`` for a full build) and returns the
+complete rows of every partition or key the changes touch — never more. The runner writes them
+with replaceWhere (partitions) or MERGE (keys).
 
 Example (in a notebook)::
 
@@ -18,6 +19,8 @@ from functools import reduce
 
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
+
+from lakehouse.errors import PipelineError
 
 _CHANGE_TYPES = ("insert", "delete", "update_preimage", "update_postimage")
 
@@ -45,31 +48,33 @@ _JOIN_KEY = {"transactions": "transaction_id", "chargebacks": "transaction_id", 
 def affected_values(
     tables: Mapping[str, DataFrame],
     changes: Mapping[str, DataFrame],
-    column: str,
+    columns: str | Sequence[str],
     relevant: Mapping[str, Sequence[str]] | None = None,
 ) -> DataFrame:
-    """Distinct values of ``column`` (a transactions column) touched by the changes of any upstream.
+    """Distinct values of ``columns`` (transactions columns) touched by the changes of any upstream.
 
-    A change that carries ``column`` counts directly; any other reaches it through the
+    A change that carries the columns counts directly; any other reaches them through the
     transactions that share its key (a chargeback through its transaction, a merchant through
     its payments). ``relevant`` limits, per upstream, the columns whose updates matter.
     """
+    cols = [columns] if isinstance(columns, str) else list(columns)
     tx = tables["transactions"]
     parts = []
     for name, key in _JOIN_KEY.items():
         if name not in changes:
             continue
         changed = changes[name].where(F.col("_change_type").isin(*_CHANGE_TYPES))
-        cols = (relevant or {}).get(name)
-        if cols:
-            changed = changed.join(changed_keys(changed, key, cols).distinct(), key, "left_semi")
-        if column in changed.columns:
-            parts.append(changed.select(column))
+        matter = (relevant or {}).get(name)
+        if matter:
+            changed = changed.join(changed_keys(changed, key, matter).distinct(), key, "left_semi")
+        if all(c in changed.columns for c in cols):
+            parts.append(changed.select(*cols))
         else:
-            parts.append(changed.select(key).distinct().join(tx.select(key, column), key).select(column))
+            parts.append(changed.select(key).distinct().join(tx.select(key, *[c for c in cols if c != key]), key).select(*cols))
     if not parts:
-        return tx.select(column).limit(0)
-    return reduce(DataFrame.unionByName, parts).where(F.col(column).isNotNull()).distinct()
+        return tx.select(*cols).limit(0)
+    present = reduce(lambda a, b: a & b, [F.col(c).isNotNull() for c in cols])
+    return reduce(DataFrame.unionByName, parts).where(present).distinct()
 
 
 def affected_event_dates(tables: Mapping[str, DataFrame], changes: Mapping[str, DataFrame]) -> DataFrame:
@@ -77,12 +82,32 @@ def affected_event_dates(tables: Mapping[str, DataFrame], changes: Mapping[str, 
     return affected_values(tables, changes, "event_date", {"merchants": ("merchant_name", "category")})
 
 
+def affected_merchant_days(tables: Mapping[str, DataFrame], changes: Mapping[str, DataFrame]) -> DataFrame:
+    """``(event_date, merchant_id)`` pairs touched by changed transactions, their chargebacks, or
+    their merchants' names and categories."""
+    return affected_values(tables, changes, ("event_date", "merchant_id"), {"merchants": ("merchant_name", "category")})
+
+
 def merchant_daily_kpis(tables: Mapping[str, DataFrame], changes: Mapping[str, DataFrame] | None) -> DataFrame:
     """Per merchant and event date: volume, approved amount (reporting currency), approval and
-    chargeback rates, distinct customers, p50/p95 amount."""
+    chargeback rates, distinct customers, p50/p95 amount.
+
+    Incrementally (``changes`` given) it returns every row of the event dates the changes touch,
+    as the table is replaced by date, but aggregates only the (date, merchant) pairs they touch:
+    the other pairs of those dates are the table's current rows (``tables["merchant_daily_kpis"]``),
+    kept as they are. A late chargeback thus costs its merchant's day, not the whole day's payments.
+    """
     tx = tables["transactions"]
+    kept = None
     if changes is not None:
-        tx = tx.join(F.broadcast(affected_event_dates(tables, changes)), "event_date", "left_semi")
+        if "merchant_daily_kpis" not in tables:
+            raise PipelineError("merchant_daily_kpis: an incremental build needs the table's current rows as tables['merchant_daily_kpis']")
+        pairs = affected_merchant_days(tables, changes)
+        days = F.broadcast(pairs.select("event_date").distinct())
+        # the dates first (a broadcast semi join on the partition column prunes the other days' files)
+        tx = tx.join(days, "event_date", "left_semi").join(pairs, ["event_date", "merchant_id"], "left_semi")
+        current = tables["merchant_daily_kpis"].join(days, "event_date", "left_semi")
+        kept = current.join(pairs, ["event_date", "merchant_id"], "left_anti")
     cb = tables["chargebacks"].select("transaction_id").distinct().withColumn("has_chargeback", F.lit(True))
     m = tables["merchants"].select("merchant_id", "merchant_name", "category")
     approved = F.col("status") == "approved"
@@ -99,7 +124,7 @@ def merchant_daily_kpis(tables: Mapping[str, DataFrame], changes: Mapping[str, D
             F.percentile(F.col("amount_reporting"), 0.95).alias("p95_amount"),
         )
     )
-    return agg.join(m, "merchant_id", "left").select(
+    fresh = agg.join(m, "merchant_id", "left").select(
         "event_date",
         "merchant_id",
         "merchant_name",
@@ -114,6 +139,7 @@ def merchant_daily_kpis(tables: Mapping[str, DataFrame], changes: Mapping[str, D
         F.round("p50_amount", 2).cast("decimal(18,2)").alias("p50_amount"),
         F.round("p95_amount", 2).cast("decimal(18,2)").alias("p95_amount"),
     )
+    return fresh if kept is None else fresh.unionByName(kept.select(*fresh.columns))
 
 
 def affected_customers(tables: Mapping[str, DataFrame], changes: Mapping[str, DataFrame]) -> DataFrame:

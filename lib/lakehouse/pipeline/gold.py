@@ -67,6 +67,7 @@ def build_table(spark: SparkSession, lake: Lake, spec: TableSpec, runlog: RunLog
                 tr.output_version = delta.version(spark, path)
                 return tr
             log.info("%s: incremental from %s", spec.name, {k: (last.get(k), current[k]) for k in current})
+            tables[spec.short_name] = spark.read.format("delta").load(path)  # what the changes leave as it is
         out = spec.transform_fn()(tables, changes)
         schema = delta.schema_of(spark, spec.schema)
         out = delta.check_schema(out, schema, spec.name)
