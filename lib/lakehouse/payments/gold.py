@@ -77,11 +77,6 @@ def affected_values(
     return reduce(DataFrame.unionByName, parts).where(present).distinct()
 
 
-def affected_event_dates(tables: Mapping[str, DataFrame], changes: Mapping[str, DataFrame]) -> DataFrame:
-    """Event dates touched by changed transactions, their chargebacks, or their merchants' names."""
-    return affected_values(tables, changes, "event_date", {"merchants": ("merchant_name", "category")})
-
-
 def affected_merchant_days(tables: Mapping[str, DataFrame], changes: Mapping[str, DataFrame]) -> DataFrame:
     """``(event_date, merchant_id)`` pairs touched by changed transactions, their chargebacks, or
     their merchants' names and categories."""
