@@ -1,4 +1,4 @@
-"""Delta helpers: bookkeeping appends."""
+"""Delta helpers: bookkeeping appends, columns added to an existing table."""
 
 from __future__ import annotations
 
@@ -31,3 +31,13 @@ def test_bookkeeping_appends_are_one_commit_each_and_never_compacted(spark: Spar
     assert spark.conf.get("spark.databricks.delta.autoCompact.enabled") == "true"
     quiet = delta.bookkeeping_session(spark)
     assert quiet.conf.get("spark.sql.session.timeZone") == spark.conf.get("spark.sql.session.timeZone")
+
+
+def test_a_declared_column_the_table_lacks_is_added_with_nulls(spark: SparkSession, tmp_path: Path) -> None:
+    path = str(tmp_path / "old")
+    spark.createDataFrame([(1, "a")], "n long, what string").write.format("delta").save(path)
+    wanted = delta.schema_of(spark, "n long, what string, spend array<struct<category:string,spend:decimal(18,2)>>")
+    assert delta.add_missing_columns(spark, path, wanted) == ["spend"]
+    assert delta.add_missing_columns(spark, path, wanted) == []  # once
+    got = spark.read.format("delta").load(path)
+    assert_df_equality(got, spark.createDataFrame([(1, "a", None)], wanted), ignore_nullable=True)

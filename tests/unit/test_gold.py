@@ -107,7 +107,7 @@ def test_merchant_daily_kpis_recomputes_only_the_touched_merchant_days(spark: Sp
 
 
 def test_customer_360(spark: SparkSession) -> None:
-    got = customer_360(_tables(spark), None).drop("first_name", "last_name", "signup_date", "attributes_since")
+    got = customer_360(_tables(spark), None).drop("first_name", "last_name", "signup_date", "attributes_since", "spend_by_category")
     expected = spark.createDataFrame(
         [
             (
@@ -149,10 +149,82 @@ def test_customer_360(spark: SparkSession) -> None:
     assert recency.recency_days == 10
 
 
-def test_customer_360_incremental_keys(spark: SparkSession) -> None:
+def test_customer_360_spend_by_category(spark: SparkSession) -> None:
+    row = customer_360(_tables(spark), None).where("customer_id = 'C1'").first()
+    assert [(s.category, s.spend) for s in row.spend_by_category] == [("books", Decimal("5.00")), ("electronics", Decimal("110.00"))]
+
+
+CDF_TX = (
+    "transaction_id string, customer_id string, merchant_id string, event_date date, status string, _change_type string, "
+    "_commit_version bigint"
+)
+CB = "chargeback_id string, transaction_id string, amount_reporting decimal(18,2)"
+
+
+def _incremental(
+    spark: SparkSession, before: dict[str, DataFrame], after: dict[str, DataFrame], changes: dict[str, DataFrame]
+) -> list[str]:
+    """The incremental rows equal a full recount of the same customers."""
+    after = {**after, "customer_360": customer_360(before, None)}
+    got = customer_360(after, changes, previous=before)
+    touched = [r.customer_id for r in got.select("customer_id").collect()]
+    expected = customer_360(after, None).where(F.col("customer_id").isin(touched))
+    assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
+    return touched
+
+
+def test_customer_360_adds_what_the_changes_make_a_difference_of(spark: SparkSession) -> None:
+    before = _tables(spark)
+    d1, d5 = date(2026, 1, 1), date(2026, 1, 5)
+    after = dict(before)
+    after["transactions"] = (
+        before["transactions"]
+        .where("transaction_id != 't3'")
+        .unionByName(spark.createDataFrame([("t3", "C1", "M1", d1, Decimal("20.00"), "approved")], TX))  # declined -> approved
+        .unionByName(spark.createDataFrame([("t6", "C2", "M2", d5, Decimal("8.00"), "approved")], TX))  # a new payment
+    )
+    after["chargebacks"] = before["chargebacks"].unionByName(
+        spark.createDataFrame(
+            [("cb2", "t2", Decimal("30.00"))], "chargeback_id string, transaction_id string, amount_reporting decimal(18,2)"
+        )
+    )
+    changes = {
+        "transactions": spark.createDataFrame(
+            [
+                ("t3", "C1", "M1", d1, "declined", "update_preimage", 2),
+                ("t3", "C1", "M1", d1, "approved", "update_postimage", 2),
+                ("t6", "C2", "M2", d5, "approved", "insert", 2),
+            ],
+            CDF_TX,
+        ),
+        "chargebacks": spark.createDataFrame([("t2", "insert")], "transaction_id string, _change_type string"),
+        "customers": spark.createDataFrame([("C3", "update_postimage")], "customer_id string, _change_type string"),
+    }
+    assert sorted(_incremental(spark, before, after, changes)) == ["C1", "C2", "C3"]
+
+
+def test_customer_360_recounts_a_customer_whose_payment_went_away(spark: SparkSession) -> None:
+    before = _tables(spark)
+    after = dict(before)
+    # t5 (C1's only day-2 payment) is declined after all: C1's last day goes back to day 1
+    after["transactions"] = before["transactions"].withColumn(
+        "status", F.when(F.col("transaction_id") == "t5", F.lit("declined")).otherwise(F.col("status"))
+    )
+    d2 = date(2026, 1, 2)
+    changes = {
+        "transactions": spark.createDataFrame(
+            [("t5", "C1", "M2", d2, "approved", "update_preimage", 2), ("t5", "C1", "M2", d2, "declined", "update_postimage", 2)], CDF_TX
+        )
+    }
+    assert _incremental(spark, before, after, changes) == ["C1"]
+    row = customer_360({**after, "customer_360": customer_360(before, None)}, changes, previous=before).first()
+    assert (row.last_transaction_date, row.favourite_categories) == (date(2026, 1, 1), ["electronics"])
+
+
+def test_customer_360_incremental_needs_the_previous_tables(spark: SparkSession) -> None:
     changes = {"customers": spark.createDataFrame([("C2", "insert")], "customer_id string, _change_type string")}
-    got = customer_360(_tables(spark), changes)
-    assert [r.customer_id for r in got.collect()] == ["C2"]
+    with pytest.raises(PipelineError, match="previous"):
+        customer_360(_tables(spark), changes)
 
 
 def test_changed_keys_ignores_updates_of_other_columns(spark: SparkSession) -> None:

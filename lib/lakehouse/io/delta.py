@@ -98,6 +98,17 @@ def ensure_table(
     return builder.execute()
 
 
+def add_missing_columns(spark: SparkSession, path: str, schema: StructType) -> list[str]:
+    """Add to the table at ``path`` the columns of ``schema`` it lacks (null in the stored rows);
+    return their names."""
+    stored = {f.name for f in spark.read.format("delta").load(path).schema.fields}
+    missing = [f for f in schema.fields if f.name not in stored]
+    if missing:
+        cols = ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in missing)
+        spark.sql(f"ALTER TABLE delta.`{path}` ADD COLUMNS ({cols})")
+    return [f.name for f in missing]
+
+
 def check_schema(df: DataFrame, expected: StructType, table: str) -> DataFrame:
     """Select the declared columns in order; a PipelineError names missing or mistyped ones."""
     have = {f.name: f.dataType for f in df.schema.fields}

@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from datetime import date
 from functools import reduce
 
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from lakehouse.errors import PipelineError
@@ -142,73 +142,184 @@ def affected_customers(tables: Mapping[str, DataFrame], changes: Mapping[str, Da
     return affected_values(tables, changes, "customer_id", {"merchants": ("category",)})
 
 
-def customer_360(tables: Mapping[str, DataFrame], changes: Mapping[str, DataFrame] | None) -> DataFrame:
-    """One row per customer: lifetime value, recency inputs, frequency, favourite categories and
-    the current SCD2 attributes.
+STATS = ("frequency", "gross_spend", "charged_back", "chargebacks")
+SPEND = "array<struct<category:string,spend:decimal(18,2)>>"
+
+
+def approved_payments(tx: DataFrame, chargebacks: DataFrame, merchants: DataFrame) -> DataFrame:
+    """One row per approved payment: customer, day, amount, the amount charged back (the largest
+    chargeback of the payment; null if none) and the merchant's category."""
+    cb = chargebacks.groupBy("transaction_id").agg(F.max("amount_reporting").alias("cb_amount"))
+    return (
+        tx.where(F.col("status") == "approved")
+        .select("transaction_id", "customer_id", "merchant_id", "event_date", "amount_reporting")
+        .join(cb, "transaction_id", "left")
+        .join(merchants.select("merchant_id", "category"), "merchant_id", "left")
+    )
+
+
+def _signed_sums(rows: DataFrame) -> tuple[DataFrame, DataFrame]:
+    """Per customer the sums of ``STATS`` and the first/last day over payment rows weighted by
+    ``__w`` (+1 a payment counted now, -1 one counted before), and per customer and category the
+    spend."""
+    w = F.col("__w")
+
+    def signed(c: Column) -> Column:
+        return F.when(w > 0, c).otherwise(-c)
+
+    stats = rows.groupBy("customer_id").agg(
+        F.sum(w).cast("bigint").alias("frequency"),
+        F.sum(signed(F.col("amount_reporting"))).alias("gross_spend"),
+        F.sum(signed(F.coalesce("cb_amount", F.lit(0).cast("decimal(18,2)")))).alias("charged_back"),
+        F.sum(F.when(F.col("cb_amount").isNotNull(), w).otherwise(0)).cast("bigint").alias("chargebacks"),
+        F.min(F.when(w > 0, F.col("event_date"))).alias("first_transaction_date"),
+        F.max(F.when(w > 0, F.col("event_date"))).alias("last_transaction_date"),
+    )
+    spend = (
+        rows.where(F.col("category").isNotNull())
+        .groupBy("customer_id", "category")
+        .agg(F.sum(signed(F.col("amount_reporting"))).alias("spend"))
+    )
+    return stats, spend
+
+
+def _spend_array(spend: DataFrame) -> DataFrame:
+    """Per customer the categories with spend, as ``spend_by_category`` sorted by category."""
+    kept = spend.where(F.col("spend") != 0)
+    arr = F.array_sort(F.collect_list(F.struct("category", F.col("spend").cast("decimal(18,2)").alias("spend"))))
+    return kept.groupBy("customer_id").agg(arr.cast(SPEND).alias("spend_by_category"))
+
+
+def _recount(rows: DataFrame) -> DataFrame:
+    """Complete statistics of the customers of ``rows`` (every approved payment of theirs)."""
+    stats, spend = _signed_sums(rows.withColumn("__w", F.lit(1)))
+    return stats.join(_spend_array(spend), "customer_id", "left")
+
+
+def _add(current: DataFrame, before: DataFrame, after: DataFrame) -> DataFrame:
+    """The statistics ``current`` holds, minus the payments as counted ``before``, plus the same
+    payments as counted ``after``: exact for sums and counts; the first/last day only widen (a
+    customer whose counted payment moved or went away is recounted instead, see customer_360)."""
+    rows = before.withColumn("__w", F.lit(-1)).unionByName(after.withColumn("__w", F.lit(1)))
+    delta, spend_delta = _signed_sums(rows)
+    held = current.select("customer_id", *STATS, "first_transaction_date", "last_transaction_date")
+    stats = held.join(
+        delta.select("customer_id", *[F.col(c).alias(f"__d_{c}") for c in delta.columns if c != "customer_id"]), "customer_id", "full"
+    )
+    stats = stats.select(
+        "customer_id",
+        *[(F.coalesce(c, F.lit(0)) + F.coalesce(f"__d_{c}", F.lit(0))).alias(c) for c in STATS],
+        F.least("first_transaction_date", "__d_first_transaction_date").alias("first_transaction_date"),
+        F.greatest("last_transaction_date", "__d_last_transaction_date").alias("last_transaction_date"),
+    )
+    spend = current.select("customer_id", F.explode("spend_by_category").alias("s")).select("customer_id", "s.category", "s.spend")
+    total = spend.unionByName(spend_delta).groupBy("customer_id", "category").agg(F.sum("spend").alias("spend"))
+    return stats.join(_spend_array(total), "customer_id", "left")
+
+
+def customer_360(
+    tables: Mapping[str, DataFrame],
+    changes: Mapping[str, DataFrame] | None,
+    previous: Mapping[str, DataFrame] | None = None,
+) -> DataFrame:
+    """One row per customer: lifetime value, recency inputs, frequency, spend per category and the
+    three favourite categories, and the current SCD2 attributes.
 
     ``lifetime_value`` = approved spend minus charged-back amounts, in the reporting currency.
     Recency is stored as ``last_transaction_date``; :func:`with_recency` turns it into days as of
     any date, so the table does not go stale by itself every midnight.
+
+    Incrementally (``changes``, with ``previous``: the upstream tables as the last run read them,
+    and ``tables["customer_360"]``: the table's current rows) it does not recount a customer's
+    history: the payments the changes touch are counted as they were (``previous``) and as they
+    are, and the difference is added to the stored sums, so the work follows the changes, not the
+    customers' histories. A customer one of whose counted payments went away or moved to another
+    day (its first/last day may shrink) is recounted from all of their payments.
     """
     customers = tables["customers"].where("is_current")
-    tx = tables["transactions"]
-    if changes is not None:
-        keys = F.broadcast(affected_customers(tables, changes))
-        customers = customers.join(keys, "customer_id", "left_semi")
-        tx = tx.join(keys, "customer_id", "left_semi")
-    approved = tx.where(F.col("status") == "approved")
-    cb = tables["chargebacks"].groupBy("transaction_id").agg(F.max("amount_reporting").alias("cb_amount"))
-    m = tables["merchants"].select("merchant_id", "category")
-    enriched = approved.join(cb, "transaction_id", "left").join(m, "merchant_id", "left")
-    stats = enriched.groupBy("customer_id").agg(
-        F.count("*").alias("frequency"),
-        F.sum("amount_reporting").cast("decimal(18,2)").alias("gross_spend"),
-        F.sum(F.coalesce("cb_amount", F.lit(0))).cast("decimal(18,2)").alias("charged_back"),
-        F.count("cb_amount").alias("chargebacks"),
-        F.min("event_date").alias("first_transaction_date"),
-        F.max("event_date").alias("last_transaction_date"),
-        F.round(F.avg("amount_reporting"), 2).cast("decimal(18,2)").alias("avg_amount"),
+    if changes is None:
+        stats = _recount(approved_payments(tables["transactions"], tables["chargebacks"], tables["merchants"]))
+    else:
+        if previous is None or "customer_360" not in tables:
+            raise PipelineError(
+                "customer_360: an incremental build needs the upstream tables as last read (previous) and its own current rows"
+            )
+        stats, touched = _incremental_stats(tables, changes, previous)
+        customers = customers.join(touched, "customer_id", "left_semi")
+    return _rows(customers, stats)
+
+
+def _incremental_stats(
+    tables: Mapping[str, DataFrame], changes: Mapping[str, DataFrame], previous: Mapping[str, DataFrame]
+) -> tuple[DataFrame, DataFrame]:
+    # the payments whose counting may differ: changed ones, charged back ones, those of merchants
+    # whose category changed (a customer's new details change no payment)
+    counting = {k: v for k, v in changes.items() if k != "customers"}
+    ids = affected_values(tables, counting, "transaction_id", {"merchants": ("category",)})
+    tx_now, tx_then = tables["transactions"], previous.get("transactions")
+
+    def counted(tx: DataFrame | None, tabs: Mapping[str, DataFrame]) -> DataFrame:
+        if tx is None:  # no earlier version: nothing was counted
+            tx = tables["transactions"].limit(0)
+        cb = tabs.get("chargebacks", tables["chargebacks"].limit(0))
+        m = tabs.get("merchants", tables["merchants"].limit(0))
+        return approved_payments(tx.join(ids, "transaction_id", "left_semi"), cb, m)
+
+    before, after = counted(tx_then, previous), counted(tx_now, tables)
+    # a payment counted before that is no longer counted on the same day may move first/last
+    gone = before.join(after, ["transaction_id", "customer_id", "event_date"], "left_anti").select("customer_id").distinct()
+    touched = (
+        before.select("customer_id")
+        .unionByName(after.select("customer_id"))
+        .unionByName(changes["customers"].select("customer_id") if "customers" in changes else after.select("customer_id").limit(0))
+        .where(F.col("customer_id").isNotNull())
+        .distinct()
     )
-    by_cat = enriched.groupBy("customer_id", "category").agg(F.sum("amount_reporting").alias("spend"))
-    w = Window.partitionBy("customer_id").orderBy(F.col("spend").desc(), F.col("category"))
-    fav = (
-        by_cat.where(F.col("category").isNotNull())
-        .withColumn("r", F.row_number().over(w))
-        .where("r <= 3")
-        .groupBy("customer_id")
-        .agg(F.sort_array(F.collect_list(F.struct("r", "category"))).alias("cats"))
-        .select("customer_id", F.transform("cats", lambda s: s["category"]).alias("favourite_categories"))
+    current = tables["customer_360"].join(touched, "customer_id", "left_semi").join(gone, "customer_id", "left_anti")
+    added = _add(
+        current,
+        before.join(gone, "customer_id", "left_anti"),
+        after.join(gone, "customer_id", "left_anti"),
     )
-    out = (
-        customers.select(
-            "customer_id",
-            "first_name",
-            "last_name",
-            "country_code",
-            "city",
-            "signup_date",
-            F.col("valid_from").alias("attributes_since"),
-        )
+    recounted = _recount(approved_payments(tx_now.join(gone, "customer_id", "left_semi"), tables["chargebacks"], tables["merchants"]))
+    return added.unionByName(recounted), touched
+
+
+def _rows(customers: DataFrame, stats: DataFrame) -> DataFrame:
+    """The table's rows: each current customer's details with their statistics (zero if none)."""
+    zero = F.lit(0).cast("decimal(18,2)")
+    gross = F.coalesce("gross_spend", zero)
+    charged = F.coalesce("charged_back", zero)
+    spend = F.coalesce("spend_by_category", F.array().cast(SPEND))
+    by_spend = F.array_sort(
+        spend,
+        lambda a, b: (
+            F.when(a["spend"] > b["spend"], -1)
+            .when(a["spend"] < b["spend"], 1)
+            .otherwise(F.when(a["category"] < b["category"], -1).when(a["category"] > b["category"], 1).otherwise(0))
+        ),
+    )
+    freq = F.coalesce("frequency", F.lit(0)).cast("bigint")
+    # as avg() of decimal(18,2) computes it: sum / count at 6 decimals, then rounded to cents
+    avg = F.when(freq > 0, F.round((gross.cast("decimal(28,2)") / freq.cast("decimal(20,0)")).cast("decimal(22,6)"), 2))
+    details = ("customer_id", "first_name", "last_name", "country_code", "city", "signup_date")
+    return (
+        customers.select(*details, F.col("valid_from").alias("attributes_since"))
         .join(stats, "customer_id", "left")
-        .join(fav, "customer_id", "left")
-    )
-    return out.select(
-        "customer_id",
-        "first_name",
-        "last_name",
-        "country_code",
-        "city",
-        "signup_date",
-        "attributes_since",
-        F.coalesce("frequency", F.lit(0)).cast("bigint").alias("frequency"),
-        F.coalesce("gross_spend", F.lit(0)).cast("decimal(18,2)").alias("gross_spend"),
-        F.coalesce("charged_back", F.lit(0)).cast("decimal(18,2)").alias("charged_back"),
-        (F.coalesce("gross_spend", F.lit(0)) - F.coalesce("charged_back", F.lit(0))).cast("decimal(18,2)").alias("lifetime_value"),
-        F.coalesce("chargebacks", F.lit(0)).cast("bigint").alias("chargebacks"),
-        "avg_amount",
-        "first_transaction_date",
-        "last_transaction_date",
-        F.coalesce("favourite_categories", F.array().cast("array<string>")).alias("favourite_categories"),
+        .select(
+            *details,
+            "attributes_since",
+            freq.alias("frequency"),
+            gross.cast("decimal(18,2)").alias("gross_spend"),
+            charged.cast("decimal(18,2)").alias("charged_back"),
+            (gross - charged).cast("decimal(18,2)").alias("lifetime_value"),
+            F.coalesce("chargebacks", F.lit(0)).cast("bigint").alias("chargebacks"),
+            avg.cast("decimal(18,2)").alias("avg_amount"),
+            "first_transaction_date",
+            "last_transaction_date",
+            spend.alias("spend_by_category"),
+            F.slice(F.transform(by_spend, lambda x: x["category"]), 1, 3).alias("favourite_categories"),
+        )
     )
 
 

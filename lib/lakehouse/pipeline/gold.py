@@ -10,6 +10,7 @@ one commit swaps those rows, rewriting only the files that hold them) or a MERGE
 
 from __future__ import annotations
 
+import inspect
 import logging
 
 from pyspark.sql import DataFrame, SparkSession
@@ -52,6 +53,11 @@ def build_table(spark: SparkSession, lake: Lake, spec: TableSpec, runlog: RunLog
             current[u] = v
         tr.inputs = dict(current)
         last = runlog.last_inputs(spec.name) if delta.is_delta(spark, path) else None
+        if last is not None:
+            added = delta.add_missing_columns(spark, path, delta.schema_of(spark, spec.schema))
+            if added:  # the stored rows lack them: every row is computed again
+                log.info("%s: new column(s) %s: full build", spec.name, ", ".join(added))
+                last = None
         tables = {lake.spec(u).short_name: spark.read.format("delta").load(lake.path(u)) for u in spec.upstream}
         if last is None:
             changes = None
@@ -68,7 +74,18 @@ def build_table(spark: SparkSession, lake: Lake, spec: TableSpec, runlog: RunLog
                 return tr
             log.info("%s: incremental from %s", spec.name, {k: (last.get(k), current[k]) for k in current})
             tables[spec.short_name] = spark.read.format("delta").load(path)  # what the changes leave as it is
-        out = spec.transform_fn()(tables, changes)
+        fn = spec.transform_fn()
+        if changes is not None and "previous" in inspect.signature(fn).parameters:
+            # the upstream tables as the last run read them (Delta time travel): for transforms
+            # that add the difference a change makes instead of recounting
+            previous = {
+                lake.spec(u).short_name: spark.read.format("delta").option("versionAsOf", last[u]).load(lake.path(u))
+                for u in spec.upstream
+                if last.get(u) is not None
+            }
+            out = fn(tables, changes, previous=previous)
+        else:
+            out = fn(tables, changes)
         schema = delta.schema_of(spark, spec.schema)
         out = delta.check_schema(out, schema, spec.name)
         ensure_constrained_table(spark, path, spec, lake.env.quality.expectations)
