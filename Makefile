@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat setup.py | sha1sum | cut -c1-12)
 WARM := $(VENV)/.warmed-$(shell cat conf/env/base.yaml | sha1sum | cut -c1-12)
 SCALE ?= 0.1
-DAYS ?= 30
+DAYS ?= 90
 ENV ?= local
 export SPARK_LOCAL_IP ?= 127.0.0.1
 
@@ -29,9 +29,23 @@ $(WARM): $(STAMP) conf/env/base.yaml
 
 setup: $(WARM) ## Create .venv, install the package and test tools, resolve the Delta jars once
 
-demo: setup ## Generate the sample raw zone and build every layer locally, then print a summary
+demo: setup ## Generate the raw zone, build every layer, train, register and score the fraud model, print summaries
 	./spark-submit.sh --env $(ENV) generate_raw --scale $(SCALE) --days $(DAYS)
 	./spark-submit.sh --env $(ENV) pipeline
+	./spark-submit.sh --env $(ENV) train
+	./spark-submit.sh --env $(ENV) score
+
+train: setup ## Train the fraud model, register it in MLflow, promote it if it beats the champion (after `make demo`)
+	./spark-submit.sh --env $(ENV) train
+
+score: setup ## Score the payments not scored yet with the champion model
+	./spark-submit.sh --env $(ENV) score
+
+promote: setup ## Make a model version the champion: make promote VERSION=N
+	./spark-submit.sh --env $(ENV) promote --version $(VERSION)
+
+export-sample: setup ## Export a training sample (Parquet) for a notebook
+	./spark-submit.sh --env $(ENV) export_training_sample
 
 quality-report: setup ## Profile silver and gold, then write the HTML quality report (after `make demo`)
 	./spark-submit.sh --env $(ENV) quality_profile
@@ -63,4 +77,4 @@ clean-lake: ## Delete the local lake (./lakehouse-data or $$LAKEHOUSE_ROOT if a 
 clean: ## Remove build outputs (keeps .venv and the lake)
 	rm -rf build .pytest_cache .ruff_cache
 
-.PHONY: help setup demo quality-report maintain replay test lint bench pyenv clean clean-lake
+.PHONY: help setup demo train score promote export-sample quality-report maintain replay test lint bench pyenv clean clean-lake

@@ -19,6 +19,10 @@ setup(
         "delta-spark==4.4.0",
         "importlib_metadata<=8.7.1",
         "pyyaml>=6.0",
+        # the model registry and tracking store; its pandas, numpy, scikit-learn and SQLAlchemy
+        # serve the scoring of notebook models and the SQLite backend
+        "mlflow>=3.17,<3.18",
+        "pandas<3",  # PySpark 4.2 warns on pandas 3
     ],
     extras_require={
         "dev": [
@@ -26,7 +30,6 @@ setup(
             "chispa==0.12.0",
             "ruff>=0.6",
             "deltalake>=1.0",  # delta-rs: an independent reader for the tables we write
-            "pandas<3",  # deltalake -> pandas; PySpark 4.2 warns on pandas 3
             "pyarrow>=15",
             "venv-pack>=0.2",  # scripts/pack-pyenv.sh: the executors' Python environment
             "duckdb>=1.1",  # bench/: the single-machine baseline

@@ -97,6 +97,19 @@ class MaintenanceSettings:
 
 
 @dataclass(frozen=True)
+class MlSettings:
+    """``ml:`` in the environment: where MLflow tracks runs and keeps the registry and artifacts.
+
+    ``tracking_uri`` None: a SQLite database under the lake root (local lakes only; a lake on
+    an object store or HDFS needs a tracking server, e.g. ``http://mlflow.internal:5000``).
+    ``artifact_location`` None: ``<lake_root>/_mlflow/artifacts``.
+    """
+
+    tracking_uri: str | None = None
+    artifact_location: str | None = None
+
+
+@dataclass(frozen=True)
 class EnvConfig:
     """One environment (local, cluster, ...) after overlay, interpolation and overrides."""
 
@@ -112,6 +125,7 @@ class EnvConfig:
     files: tuple[str, ...]
     config_hash: str
     maintenance: MaintenanceSettings = MaintenanceSettings()
+    ml: MlSettings = MlSettings()
 
     def secret(self, name: str) -> str:
         """Return a secret's value from the environment variable that ``secrets`` names.
@@ -140,6 +154,7 @@ _ENV_KEYS = {
     "secrets": dict,
     "quality": dict,
     "maintenance": dict,
+    "ml": dict,
 }
 _ENV_REQUIRED = ("lake_root", "reporting_currency", "spark")
 _SPARK_KEYS = {"master": str, "packages": list, "conf": dict, "python_archive": str}
@@ -326,6 +341,12 @@ def load_env(
     hours = str(maint_in.get("retention_hours", 168)).strip()
     if not hours.isdigit():
         raise ConfigError(last, "maintenance.retention_hours", f"{hours!r} is not a whole number of hours >= 0")
+    ml_in = data.get("ml") or {}
+    for k, v in ml_in.items():
+        if k not in ("tracking_uri", "artifact_location"):
+            raise ConfigError(last, f"ml.{k}", "unknown key (allowed: tracking_uri, artifact_location)")
+        if v is not None and not isinstance(v, str):
+            raise ConfigError(last, f"ml.{k}", f"expected a URI, got {type(v).__name__}")
     canonical = json.dumps({**data, "lake_root": root}, sort_keys=True, default=str)
     return EnvConfig(
         name=env,
@@ -345,6 +366,7 @@ def load_env(
         files=tuple(str(f) for f in files),
         config_hash=hashlib.sha256(canonical.encode()).hexdigest()[:12],
         maintenance=MaintenanceSettings(retention_hours=int(hours)),
+        ml=MlSettings(tracking_uri=ml_in.get("tracking_uri") or None, artifact_location=ml_in.get("artifact_location") or None),
     )
 
 
@@ -369,6 +391,93 @@ class SourceSpec:
     path: str
     options: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     schema_drift: str = "rescue"
+
+
+_DURATION = re.compile(r"([1-9][0-9]*)(s|m|h|d)")
+_DURATION_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str, file: str, key: str) -> int:
+    """``'90s'``, ``'15m'``, ``'1h'``, ``'30d'`` -> seconds; a ConfigError naming file/key otherwise."""
+    m = _DURATION.fullmatch(str(text).strip())
+    if not m:
+        raise ConfigError(file, key, f"{text!r} is not a duration such as 90s, 15m, 1h or 30d")
+    return int(m.group(1)) * _DURATION_SECONDS[m.group(2)]
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """How a gold feature table is computed (the ``features:`` block of its YAML).
+
+    Attributes:
+        entity: the key the features describe (``customer_id``).
+        time: the column holding the instant a row's values hold from (its event time).
+        events: dotted name of ``fn(tables, since) -> DataFrame``: the entity's events (one row
+            per feature row) from the upstream tables, from ``since`` on (None: all).
+        touched: dotted name of ``fn(tables, changes) -> DataFrame``: (entity, time) of every
+            event the upstream changes add or alter; the feature rows from there on are redone.
+        windows: lookback windows as (label, seconds), e.g. ``(("1h", 3600), ("30d", 2592000))``.
+        definitions: dotted names of ``fn(events, spec) -> list[Column]``, evaluated together
+            over the entity's events in time order (one sort, one pass per entity).
+    """
+
+    entity: str
+    time: str
+    events: str
+    touched: str
+    windows: tuple[tuple[str, int], ...]
+    definitions: tuple[str, ...]
+    file: str = ""
+
+    @property
+    def lookback(self) -> int:
+        """The longest window, in seconds: how much history a feature row depends on."""
+        return max((s for _, s in self.windows), default=0)
+
+    def seconds(self, label: str) -> int:
+        for name, secs in self.windows:
+            if name == label:
+                return secs
+        raise ConfigError(self.file, "features.windows", f"a definition uses window {label!r}; declare it")
+
+
+_FEATURE_KEYS: dict[str, type | tuple[type, ...]] = {
+    "entity": str,
+    "time": str,
+    "events": str,
+    "touched": str,
+    "windows": list,
+    "definitions": list,
+}
+
+
+def parse_features(data: Mapping[str, Any], file: str, names: Sequence[str]) -> FeatureSpec:
+    """Validate a ``features:`` block against the table's columns."""
+    _check_keys(data, _FEATURE_KEYS, tuple(_FEATURE_KEYS), file, "features.")
+    for k in ("entity", "time"):
+        if data[k] not in names:
+            raise ConfigError(file, f"features.{k}", f"column {data[k]!r} is not in the schema")
+    windows = []
+    for i, w in enumerate(data["windows"]):
+        windows.append((str(w), parse_duration(str(w), file, f"features.windows[{i}]")))
+    if not windows:
+        raise ConfigError(file, "features.windows", "declare at least one lookback window")
+    for k in ("events", "touched"):
+        import_dotted(data[k], file, f"features.{k}")
+    definitions = _str_list(data, "definitions", file)
+    if not definitions:
+        raise ConfigError(file, "features.definitions", "declare at least one feature definition")
+    for i, d in enumerate(definitions):
+        import_dotted(d, file, f"features.definitions[{i}]")
+    return FeatureSpec(
+        entity=data["entity"],
+        time=data["time"],
+        events=data["events"],
+        touched=data["touched"],
+        windows=tuple(windows),
+        definitions=definitions,
+        file=file,
+    )
 
 
 @dataclass(frozen=True)
@@ -397,6 +506,7 @@ class TableSpec:
         source: for bronze tables, the raw landing folder and format.
         expectations, pii, properties: quality rules, PII tags, Delta table properties.
         file: the YAML file it came from.
+        features: for a feature table, how its features are computed (:class:`FeatureSpec`).
     """
 
     name: str
@@ -421,6 +531,7 @@ class TableSpec:
     replace_by: str | None = None
     expected_rows_per_day: int | None = None
     expected_row_bytes: int | None = None
+    features: FeatureSpec | None = None
 
     @property
     def short_name(self) -> str:
@@ -457,6 +568,7 @@ _TABLE_KEYS: dict[str, type | tuple[type, ...]] = {
     "retention_hours": int,
     "replace_by": str,
     "expected_scale": dict,
+    "features": dict,
 }
 PARTITION_MIN_BYTES = 1_000_000_000
 """The layout rule: partition a table by a column only if one value's partition holds at least
@@ -602,6 +714,11 @@ def parse_table(data: Mapping[str, Any], file: str) -> TableSpec:
     for col in pii:
         if col not in names:
             raise ConfigError(file, f"pii.{col}", "column is not in the schema")
+    features = None
+    if "features" in data:
+        if layer != "gold":
+            raise ConfigError(file, "features", f"only gold tables are feature tables (this one is {layer})")
+        features = parse_features(data["features"], file, names)
     return TableSpec(
         name=f"{layer}.{short}",
         layer=layer,
@@ -625,6 +742,7 @@ def parse_table(data: Mapping[str, Any], file: str) -> TableSpec:
         replace_by=replace_by,
         expected_rows_per_day=rows_per_day,
         expected_row_bytes=row_bytes,
+        features=features,
     )
 
 

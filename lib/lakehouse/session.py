@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -58,6 +59,9 @@ def get_spark(
         return active
     env = env or load_env(default_conf_dir(), "local")
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    # Python workers (pandas UDFs, mapInPandas) run the interpreter this process runs, with the
+    # same packages, not whatever `python3` is first on the PATH
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = SparkSession.builder.appName(app_name).master(master or env.spark.master)
     conf = dict(env.spark.conf)
     conf.update(extra_conf or {})

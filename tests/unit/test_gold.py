@@ -245,3 +245,17 @@ def test_changed_keys_ignores_updates_of_other_columns(spark: SparkSession) -> N
     assert merchant_daily_kpis(tables, {"merchants": cdf.where("merchant_id = 'M1'")}).count() == 0
     renamed = merchant_daily_kpis(tables, {"merchants": cdf.where("merchant_id = 'M2'")})
     assert [r.event_date for r in renamed.select("event_date").distinct().collect()] == [date(2026, 1, 2)]
+
+
+def test_time_travel_to_the_last_runs_inputs_only_within_the_retention(spark: SparkSession, tmp_path) -> None:  # noqa: ANN001
+    from lakehouse.config import load_tables
+    from lakehouse.pipeline.gold import readable
+    from lakehouse.tables import Lake
+    from tests.conftest import CONF, env_for
+
+    lake = Lake(env_for(tmp_path), load_tables(CONF))
+    spark.createDataFrame([(1,)], "x int").write.format("delta").save(lake.path("silver.fx_rates"))
+    assert readable(spark, lake, {"silver.fx_rates": 0})  # committed just now, retention 168 h
+    assert not readable(spark, lake, {"silver.fx_rates": 1})  # no such commit (or its log is cleaned up)
+    short = Lake(env_for(tmp_path, "maintenance.retention_hours=1"), lake.specs)
+    assert not readable(spark, short, {"silver.fx_rates": 0})  # within the hour's margin of VACUUM

@@ -116,11 +116,14 @@ def check_schema(df: DataFrame, expected: StructType, table: str) -> DataFrame:
     for f in expected.fields:
         if f.name not in have:
             problems.append(f"{f.name} missing")
-        elif have[f.name] != f.dataType:
+        elif have[f.name].simpleString() != f.dataType.simpleString():  # nullability of nested fields aside
             problems.append(f"{f.name} is {have[f.name].simpleString()}, declared {f.dataType.simpleString()}")
     if problems:
         raise PipelineError(f"{table}: transform output does not match the declared schema: {'; '.join(problems)}")
-    return df.select(*[f.name for f in expected.fields])
+    # an array that cannot hold nulls is stored as the declared array that can
+    return df.select(
+        *[F.col(f.name) if have[f.name] == f.dataType else F.col(f.name).cast(f.dataType).alias(f.name) for f in expected.fields]
+    )
 
 
 def append(
@@ -239,12 +242,43 @@ def merge_latest(
     return last_metrics(spark, path)
 
 
-def merge_upsert(spark: SparkSession, path: str, updates: DataFrame, keys: Sequence[str]) -> dict[str, int]:
-    """Upsert rows by key (every matched row is replaced)."""
+def merge_upsert(
+    spark: SparkSession,
+    path: str,
+    updates: DataFrame,
+    keys: Sequence[str],
+    prune: Mapping[str, Sequence[Any]] | None = None,
+    since: tuple[str, Any] | None = None,
+) -> dict[str, int]:
+    """Upsert rows by key (every matched row is replaced).
+
+    ``prune`` restricts the target to some partition values and ``since`` = (column, lowest
+    value) to rows from a point on (file skipping by min/max statistics): pass what ``updates``
+    holds, so the MERGE reads only the files that can match.
+    """
     cond: Column = F.lit(True)
     for k in keys:
         cond = cond & (F.col(f"t.{k}") == F.col(f"s.{k}"))
+    for col, values in (prune or {}).items():
+        cond = cond & F.col(f"t.{col}").isin(list(values))
+    if since is not None:
+        cond = cond & (F.col(f"t.{since[0]}") >= F.lit(since[1]))
     merge = DeltaTable.forPath(spark, path).alias("t").merge(updates.alias("s"), cond).whenMatchedUpdateAll().whenNotMatchedInsertAll()
+    retry_on_conflict(merge.execute, f"MERGE into {path}")
+    return last_metrics(spark, path)
+
+
+def merge_insert_only(
+    spark: SparkSession, path: str, rows: DataFrame, keys: Sequence[str], prune: Mapping[str, Sequence[Any]] | None = None
+) -> dict[str, int]:
+    """Insert the rows whose key the table does not hold yet; leave stored rows as they are
+    (an idempotent append: writing the same rows again inserts nothing)."""
+    cond: Column = F.lit(True)
+    for k in keys:
+        cond = cond & (F.col(f"t.{k}") == F.col(f"s.{k}"))
+    for col, values in (prune or {}).items():
+        cond = cond & F.col(f"t.{col}").isin(list(values))
+    merge = DeltaTable.forPath(spark, path).alias("t").merge(rows.alias("s"), cond).whenNotMatchedInsertAll()
     retry_on_conflict(merge.execute, f"MERGE into {path}")
     return last_metrics(spark, path)
 

@@ -20,6 +20,14 @@ def exists(spark: SparkSession, uri: str) -> bool:
     return bool(fs.exists(path))
 
 
+def modified_at(spark: SparkSession, uri: str) -> float | None:
+    """The file's modification time (seconds since the epoch), None if it does not exist."""
+    fs, path = _fs_path(spark, uri)
+    if not fs.exists(path):
+        return None
+    return fs.getFileStatus(path).getModificationTime() / 1000.0
+
+
 def list_dir(spark: SparkSession, uri: str) -> list[tuple[str, bool, int]]:
     """``(name, is_dir, size)`` of the entries of a folder; empty if it does not exist."""
     fs, path = _fs_path(spark, uri)

@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import inspect
 import logging
+import time
+from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 from lakehouse.config import TableSpec
 from lakehouse.errors import PipelineError, QualityError
 from lakehouse.faults import crash_point
-from lakehouse.io import delta
+from lakehouse.io import delta, fs
 from lakehouse.quality.constraints import ensure_constrained_table
 from lakehouse.quality.context import checker, expectations_of
 from lakehouse.quality.expectations import apply_expectations
@@ -40,6 +43,36 @@ def changes_since(spark: SparkSession, path: str, last: int | None, current: int
         .option("endingVersion", current)
         .load(path)
     )
+
+
+def merge_bounds(out: DataFrame, spec: TableSpec) -> dict[str, Any]:
+    """What the MERGE's target can be narrowed to: the partition values ``out`` holds and, for a
+    feature table, its earliest instant (one small aggregate over ``out``, which is cached)."""
+    time_col = spec.features.time if spec.features else None
+    if not spec.partition_by and not time_col:
+        return {}
+    aggs = [F.collect_set(c).alias(c) for c in spec.partition_by]
+    if time_col:
+        aggs.append(F.min(time_col).alias("__since"))
+    row = out.agg(*aggs).first()
+    bounds: dict[str, Any] = {"prune": {c: sorted(row[c]) for c in spec.partition_by}} if spec.partition_by else {}
+    if time_col and row["__since"] is not None:
+        bounds["since"] = (time_col, row["__since"])
+    return bounds
+
+
+def readable(spark: SparkSession, lake: Lake, versions: dict[str, int], margin_hours: float = 1.0) -> bool:
+    """Whether time travel to ``versions`` is safe: each was committed less than its table's
+    VACUUM retention ago (minus a margin). Files a later commit removed are kept at least that
+    long after the removal, so every file of such a version is still there."""
+    now = time.time()
+    for name, v in versions.items():
+        committed = fs.modified_at(spark, f"{lake.path(name)}/_delta_log/{v:020d}.json")
+        spec = lake.spec(name)
+        hours = spec.retention_hours if spec.retention_hours is not None else lake.env.maintenance.retention_hours
+        if committed is None or (now - committed) / 3600 > hours - margin_hours:
+            return False
+    return True
 
 
 def build_table(spark: SparkSession, lake: Lake, spec: TableSpec, runlog: RunLog) -> TableRun:
@@ -75,7 +108,10 @@ def build_table(spark: SparkSession, lake: Lake, spec: TableSpec, runlog: RunLog
             log.info("%s: incremental from %s", spec.name, {k: (last.get(k), current[k]) for k in current})
             tables[spec.short_name] = spark.read.format("delta").load(path)  # what the changes leave as it is
         fn = spec.transform_fn()
-        if changes is not None and "previous" in inspect.signature(fn).parameters:
+        if changes is not None and "previous" in inspect.signature(fn).parameters and not readable(spark, lake, last):
+            log.info("%s: the versions the last run read may be vacuumed by now: full build", spec.name)
+            out = fn(tables, None)
+        elif changes is not None and "previous" in inspect.signature(fn).parameters:
             # the upstream tables as the last run read them (Delta time travel): for transforms
             # that add the difference a change makes instead of recounting
             previous = {
@@ -84,6 +120,8 @@ def build_table(spark: SparkSession, lake: Lake, spec: TableSpec, runlog: RunLog
                 if last.get(u) is not None
             }
             out = fn(tables, changes, previous=previous)
+        elif "spec" in inspect.signature(fn).parameters:  # a transform shared by several tables (the feature engine)
+            out = fn(tables, changes, spec=spec)
         else:
             out = fn(tables, changes)
         schema = delta.schema_of(spark, spec.schema)
@@ -111,7 +149,7 @@ def build_table(spark: SparkSession, lake: Lake, spec: TableSpec, runlog: RunLog
                     delta.replace_values(spark, out.repartitionByRange(col), path, col, values, optimize_write=False)
                     log.info("%s: replaced the rows of %d %s value(s) %s..%s", spec.name, len(values), col, values[0], values[-1])
                 else:
-                    delta.merge_upsert(spark, path, out, spec.keys)
+                    delta.merge_upsert(spark, path, out, spec.keys, **merge_bounds(out, spec))
                 crash_point("gold.after_write", spec.name)
                 m = delta.last_metrics(spark, path)
                 tr.rows_written = rows

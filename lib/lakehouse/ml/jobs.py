@@ -1,0 +1,94 @@
+"""The model jobs' logic: train, score, promote (thin wrappers in ``jobs/``)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import datetime
+
+from lakehouse.cli import context, parser
+from lakehouse.ml import registry
+from lakehouse.ml.dataset import export_sample
+from lakehouse.ml.lifecycle import train_and_register
+from lakehouse.ml.score import score_new
+from lakehouse.ml.spec import load_model_spec
+from lakehouse.runlog import RunLog
+from lakehouse.session import get_spark
+
+log = logging.getLogger(__name__)
+
+
+def _as_of(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+def train_main(argv: Sequence[str] | None) -> int:
+    p = parser("Train the model on labelled payments, register it (alias challenger), promote it if it beats the champion.")
+    p.add_argument("--model", default="fraud", help="conf/models/<model>.yaml (default fraud)")
+    p.add_argument("--as-of", type=_as_of, help="labels as known at this instant (default: the latest payment in silver)")
+    p.add_argument("--reweigh", default=None, help="comma-separated groups to reweigh (overrides the model's training.reweigh)")
+    p.add_argument("--no-promote", action="store_true", help="register as challenger only")
+    args = p.parse_args(argv)
+    ctx = context("train", args)
+    spec = load_model_spec(args.conf_dir, args.model)
+    spark = get_spark(ctx.env, "lakehouse-train", args.master)
+    reweigh = None if args.reweigh is None else tuple(g for g in args.reweigh.split(",") if g)
+    report = train_and_register(spark, ctx.lake, spec, args.as_of, reweigh, auto_promote=not args.no_promote)
+    print(report.summary(), flush=True)
+    return 0
+
+
+def score_main(argv: Sequence[str] | None) -> int:
+    p = parser("Score the payments not scored yet with the champion model; write the predictions table.")
+    p.add_argument("--model", default="fraud", help="conf/models/<model>.yaml (default fraud)")
+    args = p.parse_args(argv)
+    ctx = context("score", args)
+    spec = load_model_spec(args.conf_dir, args.model)
+    spark = get_spark(ctx.env, "lakehouse-score", args.master)
+    registry.configure(ctx.env)
+    runlog = RunLog(spark, ctx.lake, "score", ctx.run_id, args.run_date)
+    runlog.begin()
+    try:
+        r = score_new(spark, ctx.lake, spec, runlog)
+    except Exception:
+        runlog.end("failed")
+        raise
+    runlog.end()
+    rate = r.scored / r.seconds if r.seconds else 0.0
+    print(
+        f"scored {r.scored:,} new payment(s) with {r.model} version {r.version} in {r.seconds:.1f}s ({rate:,.0f} rows/s): "
+        f"{r.declined:,} at or above the threshold; predictions table version {r.table_version}",
+        flush=True,
+    )
+    return 0
+
+
+def promote_main(argv: Sequence[str] | None) -> int:
+    p = parser("Make a registered model version the champion (the explicit promotion).")
+    p.add_argument("--model", default="fraud", help="conf/models/<model>.yaml (default fraud)")
+    p.add_argument("--version", required=True, help="the model version to promote")
+    args = p.parse_args(argv)
+    ctx = context("promote", args)
+    spec = load_model_spec(args.conf_dir, args.model)
+    registry.configure(ctx.env)
+    registry.promote(spec.name, args.version)
+    print(f"{spec.name}: champion -> version {args.version}", flush=True)
+    return 0
+
+
+def export_main(argv: Sequence[str] | None) -> int:
+    p = parser("Export a training sample (Parquet) for a notebook: all fraud, a fraction of the rest.")
+    p.add_argument("--model", default="fraud", help="conf/models/<model>.yaml (default fraud)")
+    p.add_argument("--out", help="where to write (a URI; default <lake_root>/exports/<model name>_training_sample)")
+    p.add_argument("--fraction", type=float, default=0.2, help="share of the non-fraud payments kept (default 0.2)")
+    p.add_argument("--as-of", type=_as_of, help="labels as known at this instant (default: the latest payment in silver)")
+    args = p.parse_args(argv)
+    if not 0 < args.fraction <= 1:
+        p.error(f"--fraction {args.fraction} is not in (0, 1]")
+    ctx = context("export_training_sample", args)
+    spec = load_model_spec(args.conf_dir, args.model)
+    out = args.out or f"{ctx.env.lake_root}/exports/{spec.name}_training_sample"
+    spark = get_spark(ctx.env, "lakehouse-export", args.master)
+    rows, w = export_sample(spark, ctx.lake, spec, out, args.fraction, args.as_of)
+    print(f"wrote {rows:,} rows ({w.start} .. {w.end}, labels as of {w.as_of}) to {out}", flush=True)
+    return 0

@@ -1,0 +1,177 @@
+"""The model lifecycle on a generated lake: train, register, promote, score, bring your own model."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+
+import pytest
+from chispa import assert_df_equality
+from pyspark.sql import SparkSession
+
+from lakehouse.config import load_tables
+from lakehouse.errors import PipelineError
+from lakehouse.features.payments import transaction_features
+from lakehouse.io import delta
+from lakehouse.ml import registry
+from lakehouse.ml.dataset import export_sample
+from lakehouse.ml.jobs import score_main
+from lakehouse.ml.lifecycle import train_and_register
+from lakehouse.ml.score import load, predictions_path, score, score_new
+from lakehouse.ml.spec import ModelSpec, load_model_spec
+from lakehouse.payments.generator import GeneratorParams
+from lakehouse.pipeline.generate import generate_raw_zone
+from lakehouse.runlog import RunLog, new_run_id
+from lakehouse.tables import Lake
+from tests.conftest import CONF, env_for
+from tests.integration import test_pipeline as tp
+
+pytestmark = pytest.mark.integration
+
+
+@dataclasses.dataclass
+class MlLake:
+    built: tp.Built
+    spec: ModelSpec
+
+
+@pytest.fixture(scope="module")
+def ml(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlLake]:
+    root = tmp_path_factory.mktemp("ml")
+    env = env_for(root)
+    b = tp.Built(root, env, Lake(env, load_tables(CONF)), GeneratorParams(scale=0.05, days=40))
+    generate_raw_zone(spark, b.params, env.paths.raw, env.paths.truth)
+    tp.run_pipeline(b)
+    # a short lake: labels mature after 10 days, the first 5 days are warm-up, the last 10 of the
+    # 25 labelled days validate
+    spec = dataclasses.replace(load_model_spec(CONF, "fraud"), maturity_days=10, warmup_days=5, training_days=30, validation_days=10)
+    registry.configure(env)
+    yield MlLake(b, spec)
+
+
+def _runlog(spark: SparkSession, lake: Lake) -> RunLog:
+    r = RunLog(spark, lake, "score", new_run_id(), date.today())
+    r.begin()
+    return r
+
+
+def test_training_registers_a_champion_that_finds_the_signal(spark: SparkSession, ml: MlLake) -> None:
+    report = train_and_register(spark, ml.built.lake, ml.spec)
+    print(report.summary())
+    assert (report.version, report.promoted, report.champion_before) == ("1", True, None)
+    assert str(registry.version_of(ml.spec.name, "champion").version) == "1"
+    assert str(registry.version_of(ml.spec.name, "challenger").version) == "1"
+    # what MLflow holds is what was measured, with the data's table versions and the feature list
+    run = registry.client().get_run(report.run_id)
+    assert run.data.metrics["roc_auc"] == pytest.approx(report.metrics["roc_auc"])
+    lake = ml.built.lake
+    for name in ("silver.transactions", "gold.customer_features", "gold.merchant_features"):
+        assert run.data.tags[f"table_version.{name}"] == str(delta.version(spark, lake.path(name)))
+    assert run.data.params["features"] == ",".join(ml.spec.features)
+    assert run.data.tags["git_commit"]
+    # the model finds the generator's signal: near the oracle's AUC on the same validation rows
+    assert report.counts["validate_positives"] >= 20, report.counts
+    assert report.oracle_auc is not None and report.model_auc_on_oracle_rows is not None
+    assert report.model_auc_on_oracle_rows >= 0.8 * report.oracle_auc, report.summary()
+    # labels respect maturity: nothing validated is younger than the maturity line
+    assert report.window["end"] <= report.window["as_of"]
+
+
+def test_a_challenger_that_does_not_beat_the_champion_stays_challenger(spark: SparkSession, ml: MlLake) -> None:
+    report = train_and_register(spark, ml.built.lake, ml.spec)  # same data, same seed: the same AUC
+    assert (report.version, report.champion_before, report.promoted) == ("2", "1", False)
+    assert report.champion_auc == pytest.approx(report.metrics["roc_auc"])
+    assert (str(registry.version_of(ml.spec.name, "champion").version), str(registry.version_of(ml.spec.name, "challenger").version)) == (
+        "1",
+        "2",
+    )
+    registry.promote(ml.spec.name, "2")  # the explicit command
+    assert str(registry.version_of(ml.spec.name, "champion").version) == "2"
+    with pytest.raises(PipelineError, match="has no version 99"):
+        registry.promote(ml.spec.name, "99")
+    registry.promote(ml.spec.name, "1")
+
+
+def test_batch_scoring_scores_every_payment_once(spark: SparkSession, ml: MlLake) -> None:
+    lake = ml.built.lake
+    result = score_new(spark, lake, ml.spec, _runlog(spark, lake))
+    tx = spark.read.format("delta").load(lake.path("silver.transactions"))
+    n_tx = tx.count()
+    assert (result.version, result.scored) == ("1", n_tx)
+    path = predictions_path(lake, ml.spec)
+    preds = spark.read.format("delta").load(path)
+    # the table holds what the scoring function gives for those payments
+    frames = {
+        n: spark.read.format("delta").load(lake.path(n)) for n in ("gold.customer_features", "gold.merchant_features", "silver.customers")
+    }
+    direct = score(
+        load(ml.spec),
+        transaction_features(tx, frames["gold.customer_features"], frames["gold.merchant_features"], frames["silver.customers"]),
+    )
+    assert_df_equality(
+        preds.select("transaction_id", "score", "decision"),
+        direct.select("transaction_id", "score", "decision"),
+        ignore_row_order=True,
+        ignore_nullable=True,
+    )
+    row = preds.first()
+    assert (row["model_name"], row["model_version"], row["threshold"]) == (ml.spec.name, "1", ml.spec.threshold)
+    assert row["feature_versions"]["gold.customer_features"] == delta.version(spark, lake.path("gold.customer_features"))
+    # again: nothing new, nothing scored, no new table version
+    before = delta.version(spark, path)
+    again = score_new(spark, lake, ml.spec, _runlog(spark, lake))
+    assert (again.scored, delta.version(spark, path)) == (0, before)
+    # a new day: only its payments are scored (through the job's entry point)
+    ml.built.params = dataclasses.replace(ml.built.params, days=ml.built.params.days + 1)
+    generate_raw_zone(spark, ml.built.params, ml.built.env.paths.raw, ml.built.env.paths.truth)
+    tp.run_pipeline(ml.built)
+    n_before = preds.count()
+    assert score_main(["--conf", f"lake_root={ml.built.root}"]) == 0
+    after = spark.read.format("delta").load(path)
+    new_tx = spark.read.format("delta").load(lake.path("silver.transactions")).count()
+    assert (n_before, after.count()) == (n_tx, new_tx)
+    assert after.groupBy("transaction_id").count().where("count > 1").count() == 0
+
+
+def test_a_scikit_learn_model_from_a_notebook_is_scored_by_the_batch_job(spark: SparkSession, ml: MlLake, tmp_path: Path) -> None:
+    import mlflow
+    import pandas as pd
+    from mlflow.models import infer_signature
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    lake = ml.built.lake
+    out = str(tmp_path / "sample")
+    rows, _ = export_sample(spark, lake, ml.spec, out, fraction=0.5)
+    # --- the data scientist's notebook ---
+    sample = pd.read_parquet(out)
+    assert len(sample) == rows and set(ml.spec.features) <= set(sample.columns) and sample["label"].sum() > 0
+    x, y = sample[list(ml.spec.features)], sample["label"]
+    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500, class_weight="balanced")).fit(x, y)
+    byo = dataclasses.replace(ml.spec, name="payments_fraud_sklearn")
+    with mlflow.start_run(experiment_id=registry.experiment_id(byo.name, f"{ml.built.root}/_mlflow/artifacts")):
+        mlflow.sklearn.log_model(
+            clf,
+            artifact_path="model",
+            signature=infer_signature(x, clf.predict_proba(x)),
+            pyfunc_predict_fn="predict_proba",
+            registered_model_name=byo.name,
+        )
+    # --- production: promote it and let the batch job score with it ---
+    registry.promote(byo.name, "1")
+    result = score_new(spark, lake, byo, _runlog(spark, lake))
+    tx = spark.read.format("delta").load(lake.path("silver.transactions"))
+    assert (result.version, result.scored) == ("1", tx.count())
+    preds = spark.read.format("delta").load(predictions_path(lake, byo)).select("transaction_id", "score").toPandas()
+    frames = {
+        n: spark.read.format("delta").load(lake.path(n)) for n in ("gold.customer_features", "gold.merchant_features", "silver.customers")
+    }
+    inputs = transaction_features(tx, frames["gold.customer_features"], frames["gold.merchant_features"], frames["silver.customers"])
+    local = inputs.select("transaction_id", *ml.spec.features).toPandas()
+    local["expected"] = clf.predict_proba(local[list(ml.spec.features)])[:, 1]
+    both = preds.merge(local[["transaction_id", "expected"]], on="transaction_id")
+    assert len(both) == len(preds) == tx.count()
+    assert (both["score"] - both["expected"]).abs().max() < 1e-9
