@@ -29,17 +29,25 @@ $(WARM): $(STAMP) conf/env/base.yaml
 
 setup: $(WARM) ## Create .venv, install the package and test tools, resolve the Delta jars once
 
-demo: setup ## Generate the raw zone, build every layer, train, register and score the fraud model, print summaries
+demo: setup ## Generate the raw zone, build every layer, train, register, score and monitor the fraud model, write its card
 	./spark-submit.sh --env $(ENV) generate_raw --scale $(SCALE) --days $(DAYS)
 	./spark-submit.sh --env $(ENV) pipeline
 	./spark-submit.sh --env $(ENV) train
 	./spark-submit.sh --env $(ENV) score
+	./spark-submit.sh --env $(ENV) monitor
+	./spark-submit.sh --env $(ENV) model_card
 
 train: setup ## Train the fraud model, register it in MLflow, promote it if it beats the champion (after `make demo`)
 	./spark-submit.sh --env $(ENV) train
 
 score: setup ## Score the payments not scored yet with the champion model
 	./spark-submit.sh --env $(ENV) score
+
+monitor: setup ## Drift, realized performance and fairness of the champion, to Delta (after `make demo`)
+	./spark-submit.sh --env $(ENV) monitor
+
+model-card: setup ## Write the champion's model card to <lake_root>/reports
+	./spark-submit.sh --env $(ENV) model_card
 
 promote: setup ## Make a model version the champion: make promote VERSION=N
 	./spark-submit.sh --env $(ENV) promote --version $(VERSION)
@@ -77,4 +85,4 @@ clean-lake: ## Delete the local lake (./lakehouse-data or $$LAKEHOUSE_ROOT if a 
 clean: ## Remove build outputs (keeps .venv and the lake)
 	rm -rf build .pytest_cache .ruff_cache
 
-.PHONY: help setup demo train score promote export-sample quality-report maintain replay test lint bench pyenv clean clean-lake
+.PHONY: help setup demo train score monitor model-card promote export-sample quality-report maintain replay test lint bench pyenv clean clean-lake

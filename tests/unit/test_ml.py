@@ -11,11 +11,11 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from lakehouse.errors import ConfigError, PipelineError
-from lakehouse.ml.monitor import drift, fairness, ks, psi
+from lakehouse.ml.monitor import auc_by, coarsen, drift, fairness, ks, psi
 from lakehouse.ml.registry import should_promote
 from lakehouse.ml.score import probability
 from lakehouse.ml.spec import load_model_spec, parse_model_spec
-from lakehouse.ml.train import class_weights, evaluate, reweighing
+from lakehouse.ml.train import auc, class_weights, evaluate, reweighing
 from tests.conftest import CONF
 
 
@@ -117,6 +117,26 @@ def test_drift_per_day_against_the_baseline_deciles(spark: SparkSession) -> None
     assert (got[date(2026, 1, 2)]["rows"], got[date(2026, 1, 2)]["feature"]) == (1000, "x")
 
 
+def test_coarse_histogram_from_the_fine_one() -> None:
+    fine = [1.0, 2.0, 3.0, 4.0]  # five fine bins
+    assert coarsen([1, 2, 3, 4, 5], fine, [2.0, 4.0]) == [1 + 2, 3 + 4, 5]
+    assert coarsen([1, 2, 3, 4, 5], fine, []) == [15]
+
+
+def test_auc_per_day_is_the_evaluators_auc_ties_included(spark: SparkSession) -> None:
+    # day 1: scores with ties across the classes; day 2: perfectly separated; day 3: one class only
+    day1 = [(1, 0.1, 0), (1, 0.4, 1), (1, 0.4, 0), (1, 0.4, 0), (1, 0.7, 1), (1, 0.2, 1), (1, 0.9, 0), (1, 0.9, 1)]
+    day2 = [(2, 0.1, 0), (2, 0.2, 0), (2, 0.8, 1)]
+    day3 = [(3, 0.5, 0), (3, 0.6, 0)]
+    df = spark.createDataFrame(day1 + day2 + day3, "day int, score double, label int")
+    got = auc_by(df, "day")
+    assert got[1]["roc_auc"] == pytest.approx(auc(df.where("day = 1"), "score"), abs=1e-12)
+    # by hand: 4 fraud x 4 legit = 16 pairs; fraud ranks above in 8 pairs and ties in 3
+    assert got[1]["roc_auc"] == pytest.approx((8 + 3 / 2) / 16)
+    assert (got[2]["roc_auc"], got[2]["rows"], got[2]["positives"]) == (1.0, 3, 1)
+    assert (got[3]["roc_auc"], got[3]["positives"]) == (None, 0)
+
+
 def test_fairness_rates_and_ratios_on_a_constructed_table(spark: SparkSession) -> None:
     # group A: 10 legit (1 declined), 5 fraud (4 declined); group B: 10 legit (3 declined), 5 fraud (4 declined)
     rows = (
@@ -129,10 +149,15 @@ def test_fairness_rates_and_ratios_on_a_constructed_table(spark: SparkSession) -
         + [("B", 1, "decline")] * 4
         + [("B", 1, "approve")] * 1
     )
-    table = fairness(spark.createDataFrame(rows, "age_band string, label int, decision string"), "age_band", bound=0.8)
+    df = spark.createDataFrame(rows, "age_band string, label int, decision string")
+    table = fairness(df, "age_band", bound=0.8, min_support=5)
     a, b = table
     assert (a["group"], a["rows"], a["decline_rate"], a["fpr"], a["tpr"]) == ("A", 15, 5 / 15, 0.1, 0.8)
     assert (b["decline_rate"], b["fpr"], b["tpr"]) == (7 / 15, 0.3, 0.8)
-    assert (a["decline_ratio"], a["fpr_ratio"], a["tpr_ratio"], a["alert"]) == (1.0, 1.0, 1.0, False)
-    assert b["decline_ratio"] == pytest.approx(5 / 7) and b["fpr_ratio"] == pytest.approx(1 / 3)
+    assert (a["approval_ratio"], a["tnr_ratio"], a["tpr_ratio"], a["alert"]) == (1.0, 1.0, 1.0, False)
+    # approval 8/15 vs 10/15: 0.8, on the bound; legitimate payments approved 0.7 vs 0.9: under it
+    assert b["approval_ratio"] == pytest.approx(0.8) and b["tnr_ratio"] == pytest.approx(7 / 9)
     assert (b["tpr_ratio"], b["alert"]) == (1.0, True)
+    # with 5 frauds a group's TPR is too thin to compare at a support of 6: rates kept, no TPR ratio
+    thin = {t["group"]: t for t in fairness(df, "age_band", bound=0.8, min_support=6)}
+    assert (thin["B"]["tpr"], thin["B"]["tpr_ratio"], thin["B"]["tnr_ratio"]) == (0.8, None, pytest.approx(7 / 9))

@@ -82,6 +82,19 @@ def write_text_atomic(spark: SparkSession, uri: str, text: str) -> None:
         raise OSError(f"could not rename {tmp} to {uri}")
 
 
+def write_report(spark: SparkSession, uri: str, text: str) -> None:
+    """Write a report file: a local path (or ``file:``) directly, creating its folder; any other
+    Hadoop URI (``hdfs://``, ``s3a://``) through :func:`write_text_atomic`."""
+    if "://" in uri and not uri.startswith("file:"):
+        write_text_atomic(spark, uri, text)
+    else:
+        from pathlib import Path
+
+        path = Path(uri.removeprefix("file:"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+
+
 def stream_id(spark: SparkSession, checkpoint: str) -> str:
     """The id Spark gave a streaming query's checkpoint (new when the checkpoint is reset).
 

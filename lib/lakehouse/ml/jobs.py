@@ -8,8 +8,10 @@ from datetime import datetime
 
 from lakehouse.cli import context, parser
 from lakehouse.ml import registry
+from lakehouse.ml.card import write_card
 from lakehouse.ml.dataset import export_sample
 from lakehouse.ml.lifecycle import train_and_register
+from lakehouse.ml.monitoring import monitor
 from lakehouse.ml.score import score_new
 from lakehouse.ml.spec import load_model_spec
 from lakehouse.runlog import RunLog
@@ -60,6 +62,38 @@ def score_main(argv: Sequence[str] | None) -> int:
         f"{r.declined:,} at or above the threshold; predictions table version {r.table_version}",
         flush=True,
     )
+    return 0
+
+
+def monitor_main(argv: Sequence[str] | None) -> int:
+    p = parser("Monitor the champion: drift per day, realized performance and fairness once labels mature; metrics and alerts to Delta.")
+    p.add_argument("--model", default="fraud", help="conf/models/<model>.yaml (default fraud)")
+    p.add_argument("--days", type=int, default=7, help="days of drift (the latest) and of matured labels measured (default 7)")
+    p.add_argument("--as-of", type=_as_of, help="the lake's clock (default: the latest payment in silver)")
+    args = p.parse_args(argv)
+    if args.days < 1:
+        p.error(f"--days {args.days} is not a positive number of days")
+    ctx = context("monitor", args)
+    spec = load_model_spec(args.conf_dir, args.model)
+    spark = get_spark(ctx.env, "lakehouse-monitor", args.master)
+    registry.configure(ctx.env)
+    report = monitor(spark, ctx.lake, spec, args.days, args.as_of)
+    print(report.summary(), flush=True)
+    return 0
+
+
+def card_main(argv: Sequence[str] | None) -> int:
+    p = parser("Write the model card (Markdown with SVG charts) of the champion or a version.")
+    p.add_argument("--model", default="fraud", help="conf/models/<model>.yaml (default fraud)")
+    p.add_argument("--version", help="the model version (default: the champion)")
+    p.add_argument("--out", help="directory (a URI) to write to (default <lake_root>/reports)")
+    args = p.parse_args(argv)
+    ctx = context("model_card", args)
+    spec = load_model_spec(args.conf_dir, args.model)
+    spark = get_spark(ctx.env, "lakehouse-model-card", args.master)
+    registry.configure(ctx.env)
+    uri = write_card(spark, ctx.lake, spec, args.version, args.out)
+    print(f"model card: {uri}", flush=True)
     return 0
 
 

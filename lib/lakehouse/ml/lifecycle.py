@@ -18,9 +18,11 @@ from pyspark.sql import DataFrame, SparkSession
 from lakehouse.errors import PipelineError
 from lakehouse.ml import registry
 from lakehouse.ml.dataset import TrainingSet, oracle_scores, training_set
+from lakehouse.ml.monitor import fairness, profile
+from lakehouse.ml.monitoring import BASELINE_ARTIFACT
 from lakehouse.ml.score import LoadedModel, load, score
 from lakehouse.ml.spec import ModelSpec
-from lakehouse.ml.train import auc, calibration, evaluate, fit
+from lakehouse.ml.train import Fitted, auc, calibration, evaluate, fit
 from lakehouse.runlog import git_commit
 from lakehouse.tables import Lake
 
@@ -44,6 +46,10 @@ class TrainReport:
     promoted: bool
     seconds: dict[str, float] = field(default_factory=dict)
     calibration: list[dict[str, float]] = field(default_factory=list)
+    fairness: dict[str, list[dict[str, object]]] = field(default_factory=dict)
+    reweighed: tuple[str, ...] = ()
+    tradeoff: dict[str, dict[str, float | None]] | None = None
+    fairness_bound: float = 0.8
 
     def summary(self) -> str:
         m = self.metrics
@@ -60,6 +66,19 @@ class TrainReport:
                 f"  oracle ROC AUC {self.oracle_auc:.4f} (the generator's true fraud probability on the same rows): "
                 f"model / oracle = {self.model_auc_on_oracle_rows / self.oracle_auc:.1%}"
             )
+        for g, table in self.fairness.items():
+            low = min_ratio(table)
+            worst = min(table, key=lambda t: _low(t), default=None)
+            if worst is not None and low is not None:
+                lines.append(
+                    f"  fairness by {g}: lowest ratio to the best-treated group {low:.2f} ({worst['group']}; bound "
+                    f"{self.fairness_bound}){'  ALERT' if low < self.fairness_bound else ''}"
+                )
+        if self.tradeoff:
+            lines.append(f"  reweighing ({', '.join(self.reweighed)}) trade-off on the validation rows:")
+            for variant, vals in self.tradeoff.items():
+                fair = ", ".join(f"{k} {v:.2f}" for k, v in vals.items() if k != "roc_auc" and v is not None)
+                lines.append(f"    {variant:<17} ROC AUC {vals['roc_auc']:.4f}; lowest fairness ratio: {fair}")
         if self.champion_before is None:
             lines.append("  no champion before: this version is the champion")
         else:
@@ -69,8 +88,35 @@ class TrainReport:
         return "\n".join(lines)
 
 
+def _low(t: dict[str, object]) -> float:
+    vals = [t[k] for k in ("approval_ratio", "tnr_ratio", "tpr_ratio") if t.get(k) is not None]
+    return float(min(vals)) if vals else float("inf")  # type: ignore[type-var]
+
+
+def min_ratio(table: list[dict[str, object]]) -> float | None:
+    """The lowest ratio to the best-treated group (decline rate, FPR or TPR) of a fairness table."""
+    low = min((_low(t) for t in table), default=float("inf"))
+    return None if low == float("inf") else low
+
+
 def _validation_auc(model: LoadedModel, validate: DataFrame) -> float | None:
     return auc(score(model, validate), "score")
+
+
+def _candidate(spec: ModelSpec, fitted: Fitted) -> LoadedModel:
+    return LoadedModel(
+        name=spec.name,
+        version="candidate",
+        flavor="spark",
+        features=spec.features,
+        threshold=spec.threshold,
+        odds_factor=fitted.odds_factor,
+        spark_model=fitted.model,
+    )
+
+
+def _fairness(scored: DataFrame, spec: ModelSpec) -> dict[str, list[dict[str, object]]]:
+    return {g: fairness(scored, g, bound=spec.fairness_min_ratio) for g in spec.fairness_groups}
 
 
 def train_and_register(
@@ -110,19 +156,14 @@ def train_and_register(
         fitted = fit(train, spec, reweigh)
         seconds["fit"] = time.monotonic() - t1
         t2 = time.monotonic()
-        candidate = LoadedModel(
-            name=spec.name,
-            version="candidate",
-            flavor="spark",
-            features=spec.features,
-            threshold=spec.threshold,
-            odds_factor=fitted.odds_factor,
-            spark_model=fitted.model,
-        )
+        candidate = _candidate(spec, fitted)
         scored = score(candidate, validate).persist()
         metrics = evaluate(scored, spec.threshold)
         metrics["threshold"] = spec.threshold
         reliability = calibration(scored)
+        fair = _fairness(scored, spec)
+        # what the monitoring job compares each day with: the training rows' features and scores
+        baseline = profile(score(candidate, train), [*spec.features, "score"])
         oracle = oracle_scores(spark, lake)
         oracle_auc = model_on_oracle = None
         if oracle is not None:
@@ -131,9 +172,20 @@ def train_and_register(
             model_on_oracle = auc(both, "score")
         scored.unpersist()
         seconds["evaluate"] = time.monotonic() - t2
+        groups = spec.reweigh if reweigh is None else tuple(reweigh)
+        tradeoff = None
+        if groups:  # the same model without reweighing, so the trade-off is on record
+            t5 = time.monotonic()
+            plain_scored = score(_candidate(spec, fit(train, spec, ())), validate).persist()
+            plain_fair = _fairness(plain_scored, spec)
+            tradeoff = {
+                "with reweighing": {"roc_auc": metrics["roc_auc"], **{g: min_ratio(t) for g, t in fair.items()}},
+                "without": {"roc_auc": auc(plain_scored, "score") or float("nan"), **{g: min_ratio(t) for g, t in plain_fair.items()}},
+            }
+            plain_scored.unpersist()
+            seconds["fit without reweighing"] = time.monotonic() - t5
         t3 = time.monotonic()
         exp = registry.experiment_id(spec.name, artifacts)
-        groups = spec.reweigh if reweigh is None else tuple(reweigh)
         with mlflow.start_run(experiment_id=exp) as run:
             mlflow.log_params(
                 {
@@ -153,6 +205,13 @@ def train_and_register(
                 mlflow.log_metrics({"oracle_roc_auc": oracle_auc, "roc_auc_on_oracle_rows": model_on_oracle})
             mlflow.set_tags({"git_commit": git_commit(), **{f"table_version.{k}": str(v) for k, v in ts.versions.items()}})
             mlflow.log_dict({"bins": reliability}, "calibration.json")
+            mlflow.log_dict({"bound": spec.fairness_min_ratio, "groups": fair}, "fairness.json")
+            mlflow.log_dict(baseline, BASELINE_ARTIFACT)
+            mlflow.log_metrics({f"fairness.{g}.min_ratio": v for g, t in fair.items() if (v := min_ratio(t)) is not None})
+            if tradeoff:
+                mlflow.log_dict(tradeoff, "reweighing_tradeoff.json")
+                without = tradeoff["without"]
+                mlflow.log_metrics({f"without_reweighing.{k}": v for k, v in without.items() if v is not None and v == v})
             info = mlflow.spark.log_model(fitted.model, artifact_path="model", pip_requirements=PIP_REQUIREMENTS)
             mv = mlflow.register_model(info.model_uri, spec.name)
             client = registry.client()
@@ -186,4 +245,8 @@ def train_and_register(
         promoted=promoted,
         seconds=seconds,
         calibration=reliability,
+        fairness=fair,
+        reweighed=tuple(groups),
+        tradeoff=tradeoff,
+        fairness_bound=spec.fairness_min_ratio,
     )

@@ -40,6 +40,8 @@ class ModelSpec:
         fairness_groups, fairness_min_ratio: groups fairness is measured over, the bound on the
             ratio of a group's rate to the best-treated group's.
         psi_alert, ks_alert: drift bounds per feature and day.
+        auc_drop: how far the realized ROC AUC over matured days may fall below the validation
+            AUC before it is an alert.
     """
 
     name: str
@@ -60,6 +62,7 @@ class ModelSpec:
     ks_alert: float
     reweigh: tuple[str, ...] = ()
     warmup_days: int = 30
+    auc_drop: float = 0.05
     file: str = ""
 
 
@@ -115,7 +118,13 @@ def parse_model_spec(data: Mapping[str, Any], file: str) -> ModelSpec:
         decision, {"threshold": (int, float), "promotion_margin": (int, float)}, ("threshold", "promotion_margin"), file, "decision."
     )
     _check_keys(fairness, {"groups": list, "min_ratio": (int, float)}, ("groups", "min_ratio"), file, "fairness.")
-    _check_keys(monitoring, {"psi_alert": (int, float), "ks_alert": (int, float)}, ("psi_alert", "ks_alert"), file, "monitoring.")
+    _check_keys(
+        monitoring,
+        {"psi_alert": (int, float), "ks_alert": (int, float), "auc_drop": (int, float)},
+        ("psi_alert", "ks_alert"),
+        file,
+        "monitoring.",
+    )
     if training["classifier"] not in CLASSIFIERS:
         raise ConfigError(file, "training.classifier", f"{training['classifier']!r} is not one of {', '.join(CLASSIFIERS)}")
     days = _number(training, "days", file, "training", 2, 3650, whole=True)
@@ -137,6 +146,7 @@ def parse_model_spec(data: Mapping[str, Any], file: str) -> ModelSpec:
         fairness_min_ratio=float(_number(fairness, "min_ratio", file, "fairness", 0, 1)),
         psi_alert=float(_number(monitoring, "psi_alert", file, "monitoring", 0, 10)),
         ks_alert=float(_number(monitoring, "ks_alert", file, "monitoring", 0, 1)),
+        auc_drop=float(_number({"auc_drop": monitoring.get("auc_drop", 0.05)}, "auc_drop", file, "monitoring", 0, 1)),
         reweigh=_groups(training.get("reweigh") or [], file, "training.reweigh"),
         warmup_days=_number({"warmup_days": training.get("warmup_days", 30)}, "warmup_days", file, "training", 0, 365, whole=True),
         file=file,

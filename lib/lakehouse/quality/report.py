@@ -17,7 +17,6 @@ import json
 import logging
 from collections.abc import Sequence
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 from pyspark.sql import SparkSession
@@ -162,12 +161,7 @@ def render(data: dict[str, Any]) -> str:
 def write_report(spark: SparkSession, lake: Lake, uri: str) -> str:
     """Collect, render and write the report to ``uri`` (a local path or any Hadoop URI)."""
     text = render(collect(spark, lake))
-    if "://" in uri and not uri.startswith("file:"):
-        fs.write_text_atomic(spark, uri, text)
-    else:
-        path = Path(uri.removeprefix("file:"))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
+    fs.write_report(spark, uri, text)
     log.info("quality report written to %s (%d KiB)", uri, len(text) // 1024)
     return uri
 
