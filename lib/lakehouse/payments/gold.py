@@ -255,7 +255,9 @@ def _incremental_stats(
     # the payments whose counting may differ: changed ones, charged back ones, those of merchants
     # whose category changed (a customer's new details change no payment)
     counting = {k: v for k, v in changes.items() if k != "customers"}
-    ids = affected_values(tables, counting, "transaction_id", {"merchants": ("category",)})
+    # ids, before and after are each read several times below: materialized once (they are the
+    # changed payments only), so the change feeds and the time-travelled tables are read once
+    ids = affected_values(tables, counting, "transaction_id", {"merchants": ("category",)}).localCheckpoint()
     tx_now, tx_then = tables["transactions"], previous.get("transactions")
 
     def counted(tx: DataFrame | None, tabs: Mapping[str, DataFrame]) -> DataFrame:
@@ -265,7 +267,7 @@ def _incremental_stats(
         m = tabs.get("merchants", tables["merchants"].limit(0))
         return approved_payments(tx.join(ids, "transaction_id", "left_semi"), cb, m)
 
-    before, after = counted(tx_then, previous), counted(tx_now, tables)
+    before, after = counted(tx_then, previous).localCheckpoint(), counted(tx_now, tables).localCheckpoint()
     # a payment counted before that is no longer counted on the same day may move first/last
     gone = before.join(after, ["transaction_id", "customer_id", "event_date"], "left_anti").select("customer_id").distinct()
     touched = (
