@@ -35,6 +35,7 @@ from lakehouse.runlog import RunLog, new_run_id
 from lakehouse.tables import Lake
 from tests.conftest import CONF, env_for
 from tests.integration import test_pipeline as tp
+from tests.integration.helpers import FOR_THE_MODEL
 
 pytestmark = pytest.mark.integration
 
@@ -49,7 +50,7 @@ class MlLake:
 def ml(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlLake]:
     root = tmp_path_factory.mktemp("ml")
     env = env_for(root)
-    b = tp.Built(root, env, Lake(env, load_tables(CONF)), GeneratorParams(scale=0.05, days=40))
+    b = tp.Built(root, env, Lake(env, load_tables(CONF)), GeneratorParams(scale=0.05, days=40), tables=FOR_THE_MODEL)
     generate_raw_zone(spark, b.params, env.paths.raw, env.paths.truth)
     tp.run_pipeline(b)
     # a short lake: labels mature after 10 days, the first 5 days are warm-up, the last 10 of the
