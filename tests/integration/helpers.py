@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from pyspark.sql import DataFrame, SparkSession
 
 from lakehouse.io import delta
@@ -16,24 +18,21 @@ def broken_transactions(batch: DataFrame, fx_rates: DataFrame, reporting_currenc
 
 
 SOURCES = ("chargebacks", "customers", "fx_rates", "merchants", "transactions")
+BRONZE_SILVER = tuple(f"{layer}.{source}" for layer in ("bronze", "silver") for source in SOURCES)
 # Every bronze and silver table and the two gold marts: one written by replaceWhere
 # (merchant_daily_kpis), one by MERGE on its key (customer_360, which also time-travels to the
 # versions its last run read). Tests of the run machinery (faults, maintenance) build these only:
 # the feature tables go through the same gold runner (run log, input versions, MERGE) and their
 # incremental builds are checked against full recomputes in test_pipeline, while here they would
 # add about a fifth to every run.
-WITHOUT_FEATURES = (
-    *(f"{layer}.{source}" for layer in ("bronze", "silver") for source in SOURCES),
-    "gold.customer_360",
-    "gold.merchant_daily_kpis",
-)
-
+WITHOUT_FEATURES = (*BRONZE_SILVER, "gold.customer_360", "gold.merchant_daily_kpis")
 # What the fraud model reads: bronze, silver and the feature tables (not the marts).
-FOR_THE_MODEL = (
-    *(f"{layer}.{source}" for layer in ("bronze", "silver") for source in SOURCES),
-    "gold.customer_features",
-    "gold.merchant_features",
-)
+FOR_THE_MODEL = (*BRONZE_SILVER, "gold.customer_features", "gold.merchant_features")
+
+
+def restricted(args: Sequence[str], tables: Sequence[str]) -> list[str]:
+    """A pipeline job's ``args`` restricted to ``tables`` (none: all), unless they name tables themselves."""
+    return [*args] if not tables or "--tables" in args else [*args, "--tables", ",".join(tables)]
 
 
 def all_tables(lake: Lake) -> list[tuple[str, str]]:

@@ -34,11 +34,10 @@ from lakehouse.pipeline.runner import main as pipeline_main
 from lakehouse.pipeline.summary import reconcile
 from lakehouse.tables import Lake
 from tests.conftest import CONF, REPO, env_for
-from tests.integration.helpers import WITHOUT_FEATURES, all_tables
+from tests.integration.helpers import WITHOUT_FEATURES, all_tables, restricted
 
 pytestmark = pytest.mark.integration
 
-TABLES = WITHOUT_FEATURES
 VOLATILE = ("_ingested_at", "_ingest_date", "_run_id", "run_id", "batch_key", "quarantined_at")
 
 
@@ -46,13 +45,8 @@ def conf_args(root: Path, raw: Path) -> list[str]:
     return ["--conf", f"lake_root={root}", "--conf", f"paths.raw={raw}"]
 
 
-def only(args: tuple[str, ...]) -> list[str]:
-    """``args``, restricted to the test's tables unless they name tables themselves."""
-    return list(args) if "--tables" in args else [*args, "--tables", ",".join(TABLES)]
-
-
 def run(root: Path, raw: Path, *args: str) -> None:
-    assert pipeline_main([*conf_args(root, raw), "--no-summary", *only(args)]) == 0
+    assert pipeline_main([*conf_args(root, raw), "--no-summary", *restricted(args, WITHOUT_FEATURES)]) == 0
 
 
 def replay(root: Path, raw: Path) -> None:
@@ -63,7 +57,7 @@ def killed(root: Path, raw: Path, point: str, job: str, *args: str) -> None:
     """Run a job in its own process with LAKEHOUSE_FAULT set; it must die by SIGKILL."""
     extra = ["--no-summary"] if job == "pipeline" else []
     env = {**os.environ, "LAKEHOUSE_FAULT": point, "SPARK_LOCAL_IP": "127.0.0.1"}
-    args = tuple(only(args)) if job == "pipeline" else args
+    args = tuple(restricted(args, WITHOUT_FEATURES)) if job == "pipeline" else args
     cmd = [sys.executable, f"jobs/{job}.py", *conf_args(root, raw), *extra, *args, "--conf", "spark.sql.shuffle.partitions=2"]
     done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == -9, f"{point}: expected SIGKILL, got {done.returncode}\n{done.stderr[-3000:]}"
@@ -111,7 +105,7 @@ def test_every_table_survives_sigkill_at_each_point(spark: SparkSession, tmp_pat
     lake_b = Lake(env_for(b, f"paths.raw={raw}"), load_tables(CONF))
     compared = 0
     for (name, path_a), (_, path_b) in zip(all_tables(lake_a), all_tables(lake_b), strict=True):
-        if name not in TABLES and not name.startswith("quarantine."):
+        if name not in WITHOUT_FEATURES and not name.startswith("quarantine."):
             assert not Path(path_a).exists() and not Path(path_b).exists(), name
             continue
         compared += 1

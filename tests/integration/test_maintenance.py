@@ -61,7 +61,7 @@ def test_maintenance_beside_a_running_pipeline_loses_nothing(spark: SparkSession
     def beside() -> None:
         # the tables each layer of the run writes, maintained half of the time: each pass is
         # followed by a pause as long as itself (back to back, the two cores' contention made the
-        # run five times slower, while a pause still leaves every layer's writes meeting a pass)
+        # run five times slower); passes go on until the run ends
         try:
             while not stop.is_set() or not passes:
                 started = time.monotonic()

@@ -26,7 +26,7 @@ from lakehouse.pipeline.summary import reconcile
 from lakehouse.runlog import RunLog, new_run_id
 from lakehouse.tables import Lake
 from tests.conftest import CONF, env_for
-from tests.integration.helpers import all_tables, versions
+from tests.integration.helpers import all_tables, restricted, versions
 
 pytestmark = pytest.mark.integration
 
@@ -45,8 +45,7 @@ class Built:
 
 
 def run_pipeline(built: Built, *args: str) -> None:
-    only = ["--tables", ",".join(built.tables)] if built.tables and "--tables" not in args else []
-    assert pipeline_main(["--conf", f"lake_root={built.root}", "--no-summary", *args, *only]) == 0
+    assert pipeline_main(["--conf", f"lake_root={built.root}", "--no-summary", *restricted(args, built.tables)]) == 0
 
 
 @pytest.fixture(scope="module")
