@@ -5,6 +5,7 @@ Each write is one Delta commit, so a failed run leaves the previous version inta
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -18,6 +19,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
 from lakehouse.errors import PipelineError
+from lakehouse.io import fs
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -32,12 +34,21 @@ def is_delta(spark: SparkSession, path: str) -> bool:
     return DeltaTable.isDeltaTable(spark, path)
 
 
+def snapshot(spark: SparkSession, path: str) -> Any:
+    """The table's latest snapshot (a JVM ``org.apache.spark.sql.delta.Snapshot``; version -1 when
+    there is no table at ``path``), brought up to date by listing the log: no Spark job."""
+    jvm = spark.sparkContext._jvm  # type: ignore[attr-defined]
+    log_ = jvm.org.apache.spark.sql.delta.DeltaLog.forTable(spark._jsparkSession, path)  # type: ignore[attr-defined]
+    return log_.update(False, jvm.scala.Option.empty(), jvm.scala.Option.empty())
+
+
 def version(spark: SparkSession, path: str) -> int | None:
-    """The table's current version, or None if there is no table at ``path``."""
-    if not is_delta(spark, path):
-        return None
-    row = DeltaTable.forPath(spark, path).history(1).select("version").first()
-    return int(row["version"]) if row else None
+    """The table's current version, or None if there is no table at ``path``.
+
+    Read from the Delta log's listing (about 10 ms); ``DESCRIBE HISTORY`` runs a Spark job for it
+    (200-500 ms here), and a pipeline run asks this about a hundred times."""
+    v = int(snapshot(spark, path).version())
+    return None if v < 0 else v
 
 
 @contextmanager
@@ -51,20 +62,39 @@ def tagged(spark: SparkSession, tag: str) -> Iterator[None]:
         spark.conf.unset(key)
 
 
+def commits(spark: SparkSession, path: str) -> Iterator[dict[str, Any]]:
+    """The table's commits, newest first: each commit's ``commitInfo`` (operation,
+    operationMetrics, userMetadata, ...) with its ``version``, read from the log's JSON commit
+    files one at a time (no Spark job; ``DESCRIBE HISTORY`` runs one). Stops at the first version
+    whose commit file log cleanup has removed."""
+    latest = version(spark, path)
+    for v in range(latest if latest is not None else -1, -1, -1):
+        uri = f"{path.rstrip('/')}/_delta_log/{v:020d}.json"
+        if not fs.exists(spark, uri):
+            return
+        for line in fs.read_text(spark, uri).splitlines():
+            if line.startswith('{"commitInfo"'):
+                yield {"version": v, **json.loads(line)["commitInfo"]}
+                break
+
+
+def _int_metrics(info: Mapping[str, Any]) -> dict[str, int]:
+    return {k: int(v) for k, v in (info.get("operationMetrics") or {}).items() if str(v).lstrip("-").isdigit()}
+
+
 def tagged_commit(spark: SparkSession, path: str, tag: str, recent: int = 50) -> dict[str, int] | None:
     """The operation metrics of a recent commit tagged ``tag``, or None if there is none.
 
     This is how a retried step knows that an interrupted attempt already committed: the write
     is skipped and its counts are taken from that commit, so nothing is counted twice.
     """
-    if not is_delta(spark, path):
-        return None
-    hist = DeltaTable.forPath(spark, path).history(recent)
-    # an auto-compaction inside the tagged block carries the tag too: take the data commit
-    row = hist.where((F.col("userMetadata") == tag) & ~F.col("operation").isin(*MAINTENANCE)).select("operationMetrics").first()
-    if row is None:
-        return None
-    return {k: int(v) for k, v in (row["operationMetrics"] or {}).items() if str(v).lstrip("-").isdigit()}
+    for i, c in enumerate(commits(spark, path)):
+        if i >= recent:
+            break
+        # an auto-compaction inside the tagged block carries the tag too: take the data commit
+        if c.get("userMetadata") == tag and c.get("operation") not in MAINTENANCE:
+            return _int_metrics(c)
+    return None
 
 
 MAINTENANCE = ("OPTIMIZE", "VACUUM START", "VACUUM END", "COMPUTE STATS", "ADD CONSTRAINT", "DROP CONSTRAINT")
@@ -73,9 +103,12 @@ MAINTENANCE = ("OPTIMIZE", "VACUUM START", "VACUUM END", "COMPUTE STATS", "ADD C
 def last_metrics(spark: SparkSession, path: str) -> dict[str, int]:
     """``operationMetrics`` of the table's latest data commit, as integers (an auto-compaction
     right after a MERGE is a later commit: it is skipped)."""
-    hist = DeltaTable.forPath(spark, path).history(10)
-    row = hist.where(~F.col("operation").isin(*MAINTENANCE)).select("operationMetrics").first()
-    return {k: int(v) for k, v in (row["operationMetrics"] or {}).items() if str(v).lstrip("-").isdigit()}
+    for i, c in enumerate(commits(spark, path)):
+        if i >= 10:
+            break
+        if c.get("operation") not in MAINTENANCE:
+            return _int_metrics(c)
+    return {}
 
 
 def ensure_table(

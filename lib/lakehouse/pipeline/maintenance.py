@@ -85,9 +85,7 @@ def file_stats(spark: SparkSession, path: str) -> tuple[int, int]:
 
 def _files(spark: SparkSession, path: str) -> DataFrame:
     """The current version's files (path, partitionValues, size, stats, ...) from the Delta log."""
-    jvm = spark.sparkContext._jvm  # type: ignore[attr-defined]
-    log_ = jvm.org.apache.spark.sql.delta.DeltaLog.forTable(spark._jsparkSession, path)  # type: ignore[attr-defined]
-    return DataFrame(log_.update(False, jvm.scala.Option.empty(), jvm.scala.Option.empty()).allFiles().toDF(), spark)
+    return DataFrame(delta.snapshot(spark, path).allFiles().toDF(), spark)
 
 
 def _literal(value: str | None) -> str:
