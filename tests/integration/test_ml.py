@@ -10,6 +10,7 @@ from xml.etree import ElementTree
 
 import pytest
 from chispa import assert_df_equality
+from delta.tables import DeltaTable
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from sklearn.metrics import roc_auc_score
@@ -290,8 +291,35 @@ def test_monitoring_writes_drift_performance_fairness_and_alerts_once(spark: Spa
     assert fair.data.tags["git_commit"] in text
     for name in ("silver.transactions", "gold.customer_features"):
         assert f"| {name} | {fair.data.tags['table_version.' + name]} |" in text
+        assert f"--pin {name}={fair.data.tags['table_version.' + name]}" in text  # the reproduce command reads the same versions
     assert f"Drift over {d0} .. {d1} (7 day(s))" in text
     for chart in ("reliability", "psi"):
         svg = ElementTree.parse(tmp_path / "reports" / f"{ml.spec.name}_v1_{chart}.svg").getroot()
         assert len(svg.findall("{http://www.w3.org/2000/svg}polyline")) >= 1
         assert f"({ml.spec.name}_v1_{chart}.svg)" in text
+
+
+def test_a_training_set_is_rebuilt_from_the_table_versions_it_is_pinned_to(spark: SparkSession, ml: MlLake) -> None:
+    # last in the module: it moves silver.transactions on (deletes its last day), then restores it
+    lake = ml.built.lake
+    path = lake.path("silver.transactions")
+    before = training_set(spark, lake, ml.spec)
+    v = before.versions["silver.transactions"]
+    last_day = spark.read.format("delta").load(path).agg(F.max("event_date")).first()[0]
+    DeltaTable.forPath(spark, path).delete(F.col("event_date") == F.lit(last_day))
+    try:
+        moved = training_set(spark, lake, ml.spec)
+        assert (moved.versions["silver.transactions"], moved.window.as_of < before.window.as_of) == (v + 1, True)
+        pinned = training_set(spark, lake, ml.spec, pins={"silver.transactions": v})
+        # the window follows the pinned table's latest payment, the rows are those of the first build
+        assert (pinned.window, pinned.versions) == (before.window, before.versions)
+        cols = ["transaction_id", "split", "label", *ml.spec.features]
+        assert_df_equality(pinned.frame.select(cols), before.frame.select(cols), ignore_row_order=True, ignore_nullable=True)
+        with pytest.raises(
+            PipelineError, match=rf"silver.transactions: pinned at version {v + 5}, but the table at .* is at version {v + 1}"
+        ):
+            training_set(spark, lake, ml.spec, pins={"silver.transactions": v + 5})
+        with pytest.raises(PipelineError, match=r"--pin names silver\.nope: not an input here"):
+            training_set(spark, lake, ml.spec, pins={"silver.nope": 1})
+    finally:
+        DeltaTable.forPath(spark, path).restoreToVersion(v)

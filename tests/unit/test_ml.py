@@ -161,3 +161,7 @@ def test_fairness_rates_and_ratios_on_a_constructed_table(spark: SparkSession) -
     # with 5 frauds a group's TPR is too thin to compare at a support of 6: rates kept, no TPR ratio
     thin = {t["group"]: t for t in fairness(df, "age_band", bound=0.8, min_support=6)}
     assert (thin["B"]["tpr"], thin["B"]["tpr_ratio"], thin["B"]["tnr_ratio"]) == (0.8, None, pytest.approx(7 / 9))
+    # one group with support is compared with nobody: no ratio of 1.0 to itself, no alert
+    lone = fairness(df.union(spark.createDataFrame([("C", 1, "decline")] * 6, df.schema)), "age_band", bound=0.8, min_support=6)
+    assert [(t["group"], t["tpr_ratio"]) for t in lone] == [("A", None), ("B", None), ("C", None)]
+    assert [t["tnr_ratio"] is None for t in lone] == [False, False, True]

@@ -16,7 +16,7 @@ from __future__ import annotations
 import html
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
@@ -105,8 +105,16 @@ def _artifact(run_id: str, name: str) -> dict[str, Any] | None:
         return None
 
 
-def card(spark: SparkSession, lake: Lake, spec: ModelSpec, version: str | None = None) -> tuple[str, dict[str, str]]:
-    """(Markdown text, {chart file name: SVG}) of a model version's card (default: the champion)."""
+class Card(NamedTuple):
+    """A generated card: the model version it describes, its Markdown, and its charts ({file name: SVG})."""
+
+    version: str
+    markdown: str
+    charts: dict[str, str]
+
+
+def card(spark: SparkSession, lake: Lake, spec: ModelSpec, version: str | None = None) -> Card:
+    """The card of a model version (default: the champion)."""
     from mlflow.exceptions import MlflowException
 
     cl = registry.client()
@@ -219,8 +227,11 @@ def card(spark: SparkSession, lake: Lake, spec: ModelSpec, version: str | None =
         "",
         "```bash",
         f"git checkout {tags.get('git_commit', '<commit>')}",
-        f"./spark-submit.sh train --as-of '{p.get('window.as_of', '<as of>')}' --no-promote   "
-        "# reads the tables as they are now; the versions above are what this run read",
+        f"./spark-submit.sh train --as-of '{p.get('window.as_of', '<as of>')}' --no-promote"
+        + (f" --reweigh {p['reweigh']}" if p.get("reweigh", "none") != "none" else " --reweigh ''")
+        + "".join(
+            f" \\\n    --pin {k.removeprefix('table_version.')}={val}" for k, val in sorted(tags.items()) if k.startswith("table_version.")
+        ),
         f"./spark-submit.sh promote --version {v}",
         "./spark-submit.sh score && ./spark-submit.sh monitor && ./spark-submit.sh model_card",
         "```",
@@ -228,7 +239,7 @@ def card(spark: SparkSession, lake: Lake, spec: ModelSpec, version: str | None =
         f"In a notebook: `mlflow.spark.load_model('models:/{spec.name}/{v}')` (after `lakehouse.ml.registry.configure(env)`).",
         "",
     ]
-    return "\n".join(md), charts
+    return Card(v, "\n".join(md), charts)
 
 
 def _monitoring(spark: SparkSession, lake: Lake, spec: ModelSpec, version: str, stem: str, charts: dict[str, str]) -> list[str]:
@@ -276,21 +287,21 @@ def _monitoring(spark: SparkSession, lake: Lake, spec: ModelSpec, version: str, 
     apath = alerts_path(lake, spec)
     if delta.version(spark, apath) is not None:
         al = spark.read.format("delta").load(apath).where((F.col("model_name") == spec.name) & (F.col("model_version") == version))
-        msgs = [r["message"] for r in al.orderBy("kind", "period_end", "subject", "metric").limit(20).collect()]
-        md += [f"Alerts ({al.count()}):", "", *[f"- {x}" for x in msgs], ""] if msgs else ["No alerts.", ""]
+        shown = 20
+        msgs = [r["message"] for r in al.orderBy("kind", "period_end", "subject", "metric").limit(shown + 1).collect()]
+        head = f"Alerts ({len(msgs)}):" if len(msgs) <= shown else f"Alerts (more than {shown}; the first {shown}):"
+        md += [head, "", *[f"- {x}" for x in msgs[:shown]], ""] if msgs else ["No alerts.", ""]
     return md
 
 
 def write_card(spark: SparkSession, lake: Lake, spec: ModelSpec, version: str | None = None, out_dir: str | None = None) -> str:
     """Write ``<out_dir>/<model>_v<version>.md`` and its charts (default dir: ``<lake_root>/reports``);
     return the card's URI."""
-    text, charts = card(spark, lake, spec, version)
+    c = card(spark, lake, spec, version)
     out_dir = (out_dir or f"{lake.env.lake_root}/reports").rstrip("/")
-    first = text.splitlines()[0]
-    version = first.rsplit("version ", 1)[1]
-    uri = f"{out_dir}/{spec.name}_v{version}.md"
-    for name, svg in charts.items():
+    uri = f"{out_dir}/{spec.name}_v{c.version}.md"
+    for name, svg in c.charts.items():
         fs.write_report(spark, f"{out_dir}/{name}", svg)
-    fs.write_report(spark, uri, text)
-    log.info("model card written to %s (%d chart(s))", uri, len(charts))
+    fs.write_report(spark, uri, c.markdown)
+    log.info("model card written to %s (%d chart(s))", uri, len(c.charts))
     return uri

@@ -52,10 +52,11 @@ class TrainingSet:
     versions: Mapping[str, int]
 
 
-def lake_span(spark: SparkSession, lake: Lake) -> tuple[datetime, datetime]:
-    """The earliest and latest payment instants in silver; the latest is "now" for a lake that
-    may be replayed or generated."""
-    row = spark.read.format("delta").load(lake.path("silver.transactions")).agg(F.min("event_time"), F.max("event_time")).first()
+def lake_span(spark: SparkSession, lake: Lake, tx: DataFrame | None = None) -> tuple[datetime, datetime]:
+    """The earliest and latest payment instants in silver (or in ``tx``, silver.transactions as
+    read at some version); the latest is "now" for a lake that may be replayed or generated."""
+    tx = tx if tx is not None else spark.read.format("delta").load(lake.path("silver.transactions"))
+    row = tx.agg(F.min("event_time"), F.max("event_time")).first()
     if row is None or row[1] is None:
         raise PipelineError(f"silver.transactions at {lake.path('silver.transactions')} holds no payments: nothing to train on")
     return row[0], row[1]
@@ -80,14 +81,30 @@ def training_window(as_of: datetime, spec: ModelSpec, first: datetime | None = N
     return Window(as_of=as_of, start=start, split=end - timedelta(days=spec.validation_days), end=end)
 
 
-def read_pinned(spark: SparkSession, lake: Lake, names: tuple[str, ...] = INPUTS) -> tuple[dict[str, DataFrame], dict[str, int]]:
-    """The tables at their current versions, pinned (time travel), and those versions."""
+def read_pinned(
+    spark: SparkSession, lake: Lake, names: tuple[str, ...] = INPUTS, pins: Mapping[str, int] | None = None
+) -> tuple[dict[str, DataFrame], dict[str, int]]:
+    """The tables pinned (time travel) at their current versions, or at the versions ``pins``
+    names (to rebuild what an earlier run read), and those versions.
+
+    Raises:
+        PipelineError: a table has no Delta table yet, or a pin names a table not read here or a
+            version the table does not have yet.
+    """
+    pins = dict(pins or {})
+    unknown = sorted(set(pins) - set(names))
+    if unknown:
+        raise PipelineError(f"--pin names {', '.join(unknown)}: not an input here (inputs: {', '.join(names)})")
     frames, versions = {}, {}
     for name in names:
         path = lake.path(name)
         v = delta.version(spark, path)
         if v is None:
             raise PipelineError(f"{name}: no Delta table at {path} (run the pipeline first: ./spark-submit.sh pipeline)")
+        if name in pins:
+            if not 0 <= pins[name] <= v:
+                raise PipelineError(f"{name}: pinned at version {pins[name]}, but the table at {path} is at version {v}")
+            v = pins[name]
         versions[name] = v
         frames[name] = spark.read.format("delta").option("versionAsOf", v).load(path)
     return frames, versions
@@ -105,14 +122,17 @@ def labelled_features(t: Mapping[str, DataFrame], spec: ModelSpec, as_of: dateti
     return transaction_features(labelled, t["gold.customer_features"], t["gold.merchant_features"], t["silver.customers"])
 
 
-def training_set(spark: SparkSession, lake: Lake, spec: ModelSpec, as_of: datetime | None = None) -> TrainingSet:
-    """Labelled payments of the training window with their features and ``split`` (train/validate).
+def training_set(
+    spark: SparkSession, lake: Lake, spec: ModelSpec, as_of: datetime | None = None, pins: Mapping[str, int] | None = None
+) -> TrainingSet:
+    """Labelled payments of the training window with their features and ``split`` (train/validate),
+    from the tables as they are now or at the versions ``pins`` names (see :func:`read_pinned`).
 
     Raises:
         PipelineError: the window holds no labelled payment, or only one class.
     """
-    frames, versions = read_pinned(spark, lake)
-    first, last = lake_span(spark, lake)
+    frames, versions = read_pinned(spark, lake, pins=pins)
+    first, last = lake_span(spark, lake, frames["silver.transactions"])
     as_of = as_of or last
     w = training_window(as_of, spec, first)
     if w.start >= w.split:

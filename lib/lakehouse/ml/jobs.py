@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 from collections.abc import Sequence
 from datetime import datetime
@@ -24,18 +25,33 @@ def _as_of(text: str) -> datetime:
     return datetime.fromisoformat(text)
 
 
+def _pin(text: str) -> tuple[str, int]:
+    table, sep, version = text.rpartition("=")
+    if not sep or not table or not version.isdigit():
+        raise argparse.ArgumentTypeError(f"--pin {text!r}: expected TABLE=VERSION, e.g. silver.transactions=12")
+    return table, int(version)
+
+
 def train_main(argv: Sequence[str] | None) -> int:
     p = parser("Train the model on labelled payments, register it (alias challenger), promote it if it beats the champion.")
     p.add_argument("--model", default="fraud", help="conf/models/<model>.yaml (default fraud)")
     p.add_argument("--as-of", type=_as_of, help="labels as known at this instant (default: the latest payment in silver)")
     p.add_argument("--reweigh", default=None, help="comma-separated groups to reweigh (overrides the model's training.reweigh)")
     p.add_argument("--no-promote", action="store_true", help="register as challenger only")
+    p.add_argument(
+        "--pin",
+        type=_pin,
+        action="append",
+        default=[],
+        metavar="TABLE=VERSION",
+        help="read TABLE at this Delta version (repeatable; a model card lists the versions its run read)",
+    )
     args = p.parse_args(argv)
     ctx = context("train", args)
     spec = load_model_spec(args.conf_dir, args.model)
     spark = get_spark(ctx.env, "lakehouse-train", args.master)
     reweigh = None if args.reweigh is None else tuple(g for g in args.reweigh.split(",") if g)
-    report = train_and_register(spark, ctx.lake, spec, args.as_of, reweigh, auto_promote=not args.no_promote)
+    report = train_and_register(spark, ctx.lake, spec, args.as_of, reweigh, auto_promote=not args.no_promote, pins=dict(args.pin))
     print(report.summary(), flush=True)
     return 0
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -74,6 +75,8 @@ class TrainReport:
                     f"  fairness by {g}: lowest ratio to the best-treated group {low:.2f} ({worst['group']}; bound "
                     f"{self.fairness_bound}){'  ALERT' if low < self.fairness_bound else ''}"
                 )
+            else:
+                lines.append(f"  fairness by {g}: not compared (fewer than two groups with enough payments for any rate)")
         if self.tradeoff:
             lines.append(f"  reweighing ({', '.join(self.reweighed)}) trade-off on the validation rows:")
             for variant, vals in self.tradeoff.items():
@@ -126,15 +129,17 @@ def train_and_register(
     as_of: datetime | None = None,
     reweigh: tuple[str, ...] | None = None,
     auto_promote: bool = True,
+    pins: Mapping[str, int] | None = None,
 ) -> TrainReport:
-    """Build the training set, fit, evaluate on the later validation days, log it all to MLflow,
-    register the model as a new version aliased ``challenger``, and promote it when the rule says."""
+    """Build the training set (from the tables as they are now, or at the versions ``pins``
+    names), fit, evaluate on the later validation days, log it all to MLflow, register the model
+    as a new version aliased ``challenger``, and promote it when the rule says."""
     import mlflow
 
     seconds: dict[str, float] = {}
     t0 = time.monotonic()
     tracking, artifacts = registry.configure(lake.env)
-    ts: TrainingSet = training_set(spark, lake, spec, as_of)
+    ts: TrainingSet = training_set(spark, lake, spec, as_of, pins)
     frame = ts.frame.persist()
     try:
         counts_rows = frame.groupBy("split", "label").count().collect()

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
@@ -183,7 +183,8 @@ def fairness(
     ``scored`` holds labelled payments with a ``decision`` ('decline' or 'approve'). A rate is
     compared (ratio, best group, alert) only where it rests on at least ``min_support`` payments
     (rows for the decline rate, legitimate payments for the FPR, frauds for the TPR): a group
-    with three frauds has a TPR of 0, 1/3, 2/3 or 1 by chance alone. Its ratio is then None.
+    with three frauds has a TPR of 0, 1/3, 2/3 or 1 by chance alone. Its ratio is then None, and
+    so is every group's when fewer than two groups have the support for that rate.
     """
     declined = (F.col(decision) == "decline").cast("int")
     rows = (
@@ -217,11 +218,12 @@ def fairness(
     def compared(t: dict[str, object], rate: str) -> float | None:
         return t[rate] if t[rate] is not None and t[support[rate]] >= min_support else None  # type: ignore[return-value, operator]
 
-    best = {
-        "decline_rate": min((v for t in table if (v := compared(t, "decline_rate")) is not None), default=None),
-        "fpr": min((v for t in table if (v := compared(t, "fpr")) is not None), default=None),
-        "tpr": max((v for t in table if (v := compared(t, "tpr")) is not None), default=None),
-    }
+    def best_of(rate: str, pick: Callable[[list[float]], float]) -> float | None:
+        # a group compared with itself says nothing: a ratio needs two groups with support
+        vals = [v for t in table if (v := compared(t, rate)) is not None]
+        return pick(vals) if len(vals) >= 2 else None
+
+    best = {"decline_rate": best_of("decline_rate", min), "fpr": best_of("fpr", min), "tpr": best_of("tpr", max)}
     for t in table:
         # the four-fifths rule compares favourable outcomes: approval (1 - decline rate), a
         # legitimate payment approved (1 - FPR), a fraud caught (TPR); own / best group's

@@ -290,10 +290,9 @@ def monitor(spark: SparkSession, lake: Lake, spec: ModelSpec, days: int = 7, as_
     labelled = fraud_labels(matured_tx, frames["silver.chargebacks"], clock, spec.maturity_days, spec.fraud_reasons)
     labelled = customers_as_of(labelled.join(preds, "transaction_id"), frames["silver.customers"])
     labelled = labelled.withColumn("age_band", age_band(F.col("birth_date"), F.col("event_time"))).persist()
-    try:
-        if labelled.limit(1).count():
-            metrics += performance_rows(spec, version, labelled, m0, m1, validation_auc)
-            metrics += fairness_rows(spec, version, labelled, m0, m1)
+    try:  # no matured payments: every grouped aggregation below returns no rows, so no metrics
+        metrics += performance_rows(spec, version, labelled, m0, m1, validation_auc)
+        metrics += fairness_rows(spec, version, labelled, m0, m1)
     finally:
         labelled.unpersist()
     seconds["performance and fairness"] = time.monotonic() - t1

@@ -223,10 +223,13 @@ def score_new(spark: SparkSession, lake: Lake, spec: ModelSpec, runlog: RunLog, 
         tr.output_version = delta.version(spark, path)
     declined = 0
     if tr.rows_inserted:
+        # exact (a concurrent run may have inserted some of ours), and cheap: only the days just
+        # scored are read, and of them only files written now (scored_at's statistics)
         declined = (
             spark.read.format("delta")
             .option("versionAsOf", tr.output_version)
             .load(path)
+            .where(F.col("event_date").isin(days))
             .where(F.col("model_version") == model.version)
             .where(F.col("scored_at") == F.lit(now))
             .where("decision = 'decline'")
