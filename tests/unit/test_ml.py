@@ -12,6 +12,8 @@ from pyspark.sql import functions as F
 
 from lakehouse.errors import ConfigError, PipelineError
 from lakehouse.ml.monitor import auc_by, coarsen, drift, fairness, ks, psi
+from lakehouse.ml.monitoring import message as alert_message
+from lakehouse.ml.monitoring import shown
 from lakehouse.ml.registry import should_promote
 from lakehouse.ml.score import probability
 from lakehouse.ml.spec import load_model_spec, parse_model_spec
@@ -165,3 +167,10 @@ def test_fairness_rates_and_ratios_on_a_constructed_table(spark: SparkSession) -
     lone = fairness(df.union(spark.createDataFrame([("C", 1, "decline")] * 6, df.schema)), "age_band", bound=0.8, min_support=6)
     assert [(t["group"], t["tpr_ratio"]) for t in lone] == [("A", None), ("B", None), ("C", None)]
     assert [t["tnr_ratio"] is None for t in lone] == [False, False, True]
+
+
+def test_an_alerts_value_is_shown_on_its_side_of_the_bound() -> None:
+    assert (shown(0.7996, 0.8), shown(0.75, 0.8), shown(0.1004, 0.1, 3), shown(0.2345, 0.2, 3)) == ("0.7996", "0.75", "0.1004", "0.234")
+    m = {"kind": "fairness", "subject": "age_band=<25", "metric": "tpr_ratio", "value": 0.79961, "bound": 0.8, "rows": 15877}
+    when = {"period_start": date(2026, 2, 22), "period_end": date(2026, 2, 28)}
+    assert alert_message({**m, **when}).startswith("fairness: age_band=<25 tpr_ratio 0.7996 < 0.8 over 2026-02-22 .. 2026-02-28")

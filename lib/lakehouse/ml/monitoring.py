@@ -229,14 +229,25 @@ def fairness_rows(spec: ModelSpec, version: str, labelled: DataFrame, start: dat
     return out
 
 
+def shown(value: float, bound: float, least: int = 2) -> str:
+    """``value`` with the fewest decimals (``least`` to 6) that keep it on its side of ``bound``:
+    a TPR ratio of 0.7996 against 0.8 reads "0.7996", not "0.80"."""
+    for d in range(least, 7):
+        text = f"{value:.{d}f}"
+        if float(text) != bound and (float(text) < bound) == (value < bound):
+            return text
+    return f"{value:.6f}"
+
+
 def message(m: dict[str, Any]) -> str:
     when = str(m["period_end"]) if m["period_start"] == m["period_end"] else f"{m['period_start']} .. {m['period_end']}"
     if m["kind"] == "drift":
-        return f"drift: {m['subject']} {m['metric'].upper()} {m['value']:.3f} > {m['bound']} on {when} ({m['rows']:,} payments)"
+        value = shown(m["value"], m["bound"], 3)
+        return f"drift: {m['subject']} {m['metric'].upper()} {value} > {m['bound']} on {when} ({m['rows']:,} payments)"
     if m["kind"] == "performance":
         return f"performance: realized ROC AUC {m['value']:.4f} < {m['bound']:.4f} (validation AUC - auc_drop) over {when}"
     return (
-        f"fairness: {m['subject']} {m['metric']} {m['value']:.2f} < {m['bound']} over {when} "
+        f"fairness: {m['subject']} {m['metric']} {shown(m['value'], m['bound'])} < {m['bound']} over {when} "
         f"({m['rows']:,} payments; ratio to the best-treated group)"
     )
 
