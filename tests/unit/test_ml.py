@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+import random
 from datetime import date
 
 import pytest
 import yaml
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
+from sklearn.metrics import roc_auc_score
 
 from lakehouse.errors import ConfigError, PipelineError
 from lakehouse.ml.monitor import auc_by, coarsen, drift, fairness, ks, psi
@@ -137,6 +139,25 @@ def test_auc_per_day_is_the_evaluators_auc_ties_included(spark: SparkSession) ->
     assert got[1]["roc_auc"] == pytest.approx((8 + 3 / 2) / 16)
     assert (got[2]["roc_auc"], got[2]["rows"], got[2]["positives"]) == (1.0, 3, 1)
     assert (got[3]["roc_auc"], got[3]["positives"]) == (None, 0)
+
+
+def test_auc_per_group_is_exact_across_score_ranges(spark: SparkSession) -> None:
+    # scores on a coarse grid (many ties within and across classes), split over a few ranges:
+    # each group's AUC is what scikit-learn computes from all of its rows at once
+    rnd = random.Random(3)
+    rows = []
+    for g in ("a", "b", None):
+        for _ in range(600):
+            y = int(rnd.random() < 0.2)
+            rows.append((g, round(min(1.0, max(0.0, rnd.gauss(0.4 + 0.2 * y, 0.2))), 2), y))
+    df = spark.createDataFrame(rows, "g string, score double, label int")
+    got = auc_by(df, "g", buckets=5)
+    for g in ("a", "b", None):
+        ys, ss = zip(*[(y, s) for k, s, y in rows if k == g], strict=True)
+        assert got[g]["roc_auc"] == pytest.approx(roc_auc_score(ys, ss), abs=1e-12)
+        assert (got[g]["rows"], got[g]["positives"]) == (600, sum(ys))
+    period = auc_by(df.withColumn("all", F.lit("period")), "all", buckets=7)["period"]["roc_auc"]
+    assert period == pytest.approx(roc_auc_score([r[2] for r in rows], [r[1] for r in rows]), abs=1e-12)
 
 
 def test_fairness_rates_and_ratios_on_a_constructed_table(spark: SparkSession) -> None:

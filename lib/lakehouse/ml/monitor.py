@@ -154,13 +154,38 @@ def drift(
     return drift_from(profile(baseline, columns, fine), current, columns, by, bins)
 
 
-def auc_by(df: DataFrame, by: str, score: str = "score", label: str = "label") -> dict[object, dict[str, float | int | None]]:
+def auc_by(
+    df: DataFrame, by: str, score: str = "score", label: str = "label", buckets: int = 64
+) -> dict[object, dict[str, float | int | None]]:
     """Per value of ``by``: ROC AUC as the Mann-Whitney statistic (a tie between a fraud and a
     legitimate payment counts half, as the area under the ROC curve's straight segments does),
-    rows and positives, all values in one pass."""
-    g = df.groupBy(F.col(by).alias("by"), F.col(score).alias("s")).agg(F.count("*").alias("n"), F.sum(F.col(label).cast("long")).alias("p"))
-    earlier = Window.partitionBy("by").orderBy("s").rowsBetween(Window.unboundedPreceding, -1)
-    ranked = g.withColumn("below", F.coalesce(F.sum("n").over(earlier), F.lit(0)))
+    rows and positives, all values in one pass.
+
+    Exact, and with no single-partition step: a score's rank is the rows of its ``by`` value below
+    its score's range (one of ``buckets`` ranges of scores, cut at the scores' quantiles; the
+    ranges' totals are a few hundred rows) plus those below it within its range (a window per
+    value and range). A window over all of a value's scores would sort them in one task, all of
+    the period's payments for the period's AUC."""
+    g = df.groupBy(F.col(by).alias("by"), F.col(score).cast("double").alias("s")).agg(
+        F.count("*").alias("n"), F.sum(F.col(label).cast("long")).alias("p")
+    )
+    probs = [i / buckets for i in range(1, buckets)]
+    cuts = g.groupBy(F.col("by").alias("__cb")).agg(F.percentile_approx("s", probs, 10_000).alias("__cuts"))
+    # equal scores always fall in the same range: a range is the number of cuts below the score
+    ranged = g.join(F.broadcast(cuts), F.col("by").eqNullSafe(F.col("__cb"))).select(
+        "by", "s", "n", "p", F.size(F.filter("__cuts", lambda c: c < F.col("s"))).alias("bucket")
+    )
+    totals = ranged.groupBy("by", "bucket").agg(F.sum("n").alias("bn"))
+    t, e = totals.alias("t"), totals.alias("e")
+    offsets = (
+        t.join(e, F.col("t.by").eqNullSafe(F.col("e.by")) & (F.col("e.bucket") < F.col("t.bucket")), "left")
+        .groupBy(F.col("t.by").alias("__ob"), F.col("t.bucket").alias("__obk"))
+        .agg(F.coalesce(F.sum("e.bn"), F.lit(0)).alias("offset"))
+    )
+    earlier = Window.partitionBy("by", "bucket").orderBy("s").rowsBetween(Window.unboundedPreceding, -1)
+    ranked = ranged.join(F.broadcast(offsets), F.col("by").eqNullSafe(F.col("__ob")) & (F.col("bucket") == F.col("__obk"))).withColumn(
+        "below", F.col("offset") + F.coalesce(F.sum("n").over(earlier), F.lit(0))
+    )
     # a tie group's rows hold ranks below + 1 .. below + n: their mean rank is below + (n + 1) / 2
     rows = (
         ranked.groupBy("by")
