@@ -65,7 +65,8 @@ class Stage:
     span_s: float  # submission to completion
     start_ms: int
     end_ms: int
-    input_bytes: int
+    input_bytes: int  # every input: files, and cached or checkpointed blocks read again
+    storage_bytes: int  # the input of stages that scan files (a stage mixing both counts whole)
     output_bytes: int
     shuffle_read_bytes: int
     shuffle_write_bytes: int
@@ -210,7 +211,8 @@ def read_app(path: Path) -> App:
                 span_s=(si["Completion Time"] - si["Submission Time"]) / 1000,
                 start_ms=si["Submission Time"],
                 end_ms=si["Completion Time"],
-                input_bytes=sum((x.get("Input Metrics") or {}).get("Bytes Read", 0) for x in m),
+                input_bytes=(inb := sum((x.get("Input Metrics") or {}).get("Bytes Read", 0) for x in m)),
+                storage_bytes=inb if any(r.get("Name") == "FileScanRDD" for r in si.get("RDD Info", [])) else 0,
                 output_bytes=sum((x.get("Output Metrics") or {}).get("Bytes Written", 0) for x in m),
                 shuffle_read_bytes=sum(r.get("Remote Bytes Read", 0) + r.get("Local Bytes Read", 0) for r in sr),
                 shuffle_write_bytes=sum((x.get("Shuffle Write Metrics") or {}).get("Shuffle Bytes Written", 0) for x in m),
@@ -263,6 +265,7 @@ def summary(app: App) -> dict:
         "work_s": round(sum(s.work_s for s in app.stages), 1),
         "model_at_2_cores_s": round(app.predict(2), 1),
         "input_bytes": sum(s.input_bytes for s in app.stages),
+        "storage_bytes": sum(s.storage_bytes for s in app.stages),
         "shuffle_bytes": sum(s.shuffle_write_bytes for s in app.stages),
         "bookkeeping_stages": sum(1 for s in app.stages if s.bookkeeping),
         "bookkeeping_work_s": round(sum(s.work_s for s in app.stages if s.bookkeeping), 1),
