@@ -159,7 +159,7 @@ def auc_by(
 ) -> dict[object, dict[str, float | int | None]]:
     """Per value of ``by``: ROC AUC as the Mann-Whitney statistic (a tie between a fraud and a
     legitimate payment counts half, as the area under the ROC curve's straight segments does),
-    rows and positives, all values in one pass.
+    rows and positives, every value of ``by`` in one query.
 
     Exact, and with no single-partition step: a score's rank is the rows of its ``by`` value below
     its score's range (one of ``buckets`` ranges of scores, cut at the scores' quantiles; the
