@@ -221,6 +221,40 @@ def test_customer_360_recounts_a_customer_whose_payment_went_away(spark: SparkSe
     assert (row.last_transaction_date, row.favourite_categories) == (date(2026, 1, 1), ["electronics"])
 
 
+def test_customer_360_follows_a_merchants_new_category_and_a_payment_moved_to_another_day(spark: SparkSession) -> None:
+    before = _tables(spark)
+    d1, d3 = date(2026, 1, 1), date(2026, 1, 3)
+    after = dict(before)
+    # M2 (C1's books) is re-categorised; t2 (C2's) was dated a day too early; M1's new name counts for nobody
+    after["merchants"] = spark.createDataFrame(
+        [("M1", "Nova Shop GmbH", "electronics"), ("M2", "Blue Books", "media")],
+        "merchant_id string, merchant_name string, category string",
+    )
+    after["transactions"] = before["transactions"].withColumn(
+        "event_date", F.when(F.col("transaction_id") == "t2", F.lit(d3)).otherwise(F.col("event_date"))
+    )
+    m = "merchant_id string, merchant_name string, category string, _change_type string, _commit_version bigint"
+    changes = {
+        "merchants": spark.createDataFrame(
+            [
+                ("M1", "Nova Shop", "electronics", "update_preimage", 2),
+                ("M1", "Nova Shop GmbH", "electronics", "update_postimage", 2),
+                ("M2", "Blue Books", "books", "update_preimage", 3),
+                ("M2", "Blue Books", "media", "update_postimage", 3),
+            ],
+            m,
+        ),
+        "transactions": spark.createDataFrame(
+            [("t2", "C2", "M1", d1, "approved", "update_preimage", 2), ("t2", "C2", "M1", d3, "approved", "update_postimage", 2)], CDF_TX
+        ),
+    }
+    assert sorted(_incremental(spark, before, after, changes)) == ["C1", "C2"]
+    got = customer_360({**after, "customer_360": customer_360(before, None)}, changes, previous=before)
+    rows = {r.customer_id: r for r in got.collect()}
+    assert [(s.category, s.spend) for s in rows["C1"].spend_by_category] == [("electronics", Decimal("110.00")), ("media", Decimal("5.00"))]
+    assert (rows["C2"].first_transaction_date, rows["C2"].last_transaction_date) == (d3, d3)
+
+
 def test_customer_360_incremental_needs_the_previous_tables(spark: SparkSession) -> None:
     changes = {"customers": spark.createDataFrame([("C2", "insert")], "customer_id string, _change_type string")}
     with pytest.raises(PipelineError, match="previous"):

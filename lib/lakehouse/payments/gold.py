@@ -252,22 +252,7 @@ def customer_360(
 def _incremental_stats(
     tables: Mapping[str, DataFrame], changes: Mapping[str, DataFrame], previous: Mapping[str, DataFrame]
 ) -> tuple[DataFrame, DataFrame]:
-    # the payments whose counting may differ: changed ones, charged back ones, those of merchants
-    # whose category changed (a customer's new details change no payment)
-    counting = {k: v for k, v in changes.items() if k != "customers"}
-    # ids, before and after are each read several times below: materialized once (they are the
-    # changed payments only), so the change feeds and the time-travelled tables are read once
-    ids = affected_values(tables, counting, "transaction_id", {"merchants": ("category",)}).localCheckpoint()
-    tx_now, tx_then = tables["transactions"], previous.get("transactions")
-
-    def counted(tx: DataFrame | None, tabs: Mapping[str, DataFrame]) -> DataFrame:
-        if tx is None:  # no earlier version: nothing was counted
-            tx = tables["transactions"].limit(0)
-        cb = tabs.get("chargebacks", tables["chargebacks"].limit(0))
-        m = tabs.get("merchants", tables["merchants"].limit(0))
-        return approved_payments(tx.join(ids, "transaction_id", "left_semi"), cb, m)
-
-    before, after = counted(tx_then, previous).localCheckpoint(), counted(tx_now, tables).localCheckpoint()
+    before, after = _changed_payments(tables, changes, previous)
     # a payment counted before that is no longer counted on the same day may move first/last
     gone = before.join(after, ["transaction_id", "customer_id", "event_date"], "left_anti").select("customer_id").distinct()
     touched = (
@@ -283,8 +268,64 @@ def _incremental_stats(
         before.join(gone, "customer_id", "left_anti"),
         after.join(gone, "customer_id", "left_anti"),
     )
+    tx_now = tables["transactions"]
     recounted = _recount(approved_payments(tx_now.join(gone, "customer_id", "left_semi"), tables["chargebacks"], tables["merchants"]))
     return added.unionByName(recounted), touched
+
+
+_TX = ("transaction_id", "customer_id", "merchant_id", "event_date", "amount_reporting", "status")
+
+
+def _changed_payments(
+    tables: Mapping[str, DataFrame], changes: Mapping[str, DataFrame], previous: Mapping[str, DataFrame]
+) -> tuple[DataFrame, DataFrame]:
+    """The approved payments whose counting may differ, as the last run counted them (``before``)
+    and as they count now (``after``), both materialized (they are few: the changed payments).
+
+    A payment whose own row changed is in the transactions' change feed: its row before and after
+    lies in the event dates of the feed's rows (a pre-image carries where it was), so both reads
+    skip every other date. A payment whose chargebacks or merchant's category changed, its own row
+    unchanged, is read once (the only read of every date, and only of those ids and merchants) and
+    counted with the chargebacks and merchants of then and of now. A customer's new details change
+    no payment.
+    """
+    tx_now, tx_then = tables["transactions"], previous.get("transactions")
+    cb_now, m_now = tables["chargebacks"], tables["merchants"]
+    cb_then, m_then = previous.get("chargebacks", cb_now.limit(0)), previous.get("merchants", m_now.limit(0))
+    empty = tx_now.select(*_TX).limit(0)
+    own_before, own_after, own_ids = empty, empty, None
+    if "transactions" in changes:
+        feed = changes["transactions"].where(F.col("_change_type").isin(*_CHANGE_TYPES)).select("transaction_id", "event_date")
+        feed = feed.localCheckpoint()
+        own_ids = feed.select("transaction_id").distinct()
+        dates = [r[0] for r in feed.select("event_date").distinct().collect()]  # a few days
+        known = sorted(d for d in dates if d is not None)
+        on_dates = F.col("event_date").isin(*known) if known else F.lit(False)
+        if None in dates:
+            on_dates = on_dates | F.col("event_date").isNull()
+        own_after = tx_now.where(on_dates).join(own_ids, "transaction_id", "left_semi").select(*_TX)
+        if tx_then is not None:  # else nothing was counted before
+            own_before = tx_then.where(on_dates).join(own_ids, "transaction_id", "left_semi").select(*_TX)
+    others = []
+    if "chargebacks" in changes:
+        others.append(("transaction_id", changed_keys(changes["chargebacks"], "transaction_id")))
+    if "merchants" in changes:
+        others.append(("merchant_id", changed_keys(changes["merchants"], "merchant_id", ("category",))))
+    unchanged = empty
+    if others:
+        # one read of the payments for both: each key list broadcast, a row kept if either matches
+        rows = tx_now.select(*_TX)
+        hit = F.lit(False)
+        for i, (key, keys) in enumerate(others):
+            rows = rows.join(F.broadcast(keys.where(F.col(key).isNotNull()).distinct().withColumn(f"__hit{i}", F.lit(True))), key, "left")
+            hit = hit | F.coalesce(F.col(f"__hit{i}"), F.lit(False))
+        rows = rows.where(hit).select(*_TX)
+        if own_ids is not None:
+            rows = rows.join(own_ids, "transaction_id", "left_anti")
+        unchanged = rows.localCheckpoint()
+    before = approved_payments(own_before.unionByName(unchanged if tx_then is not None else empty), cb_then, m_then).localCheckpoint()
+    after = approved_payments(own_after.unionByName(unchanged), cb_now, m_now).localCheckpoint()
+    return before, after
 
 
 def _rows(customers: DataFrame, stats: DataFrame) -> DataFrame:
