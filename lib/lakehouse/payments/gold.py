@@ -255,6 +255,7 @@ def _incremental_stats(
     before, after = _changed_payments(tables, changes, previous)
     # a payment counted before that is no longer counted on the same day may move first/last
     gone = before.join(after, ["transaction_id", "customer_id", "event_date"], "left_anti").select("customer_id").distinct()
+    gone = gone.localCheckpoint()  # few customers, often none: then nobody is recounted (no read of their payments)
     touched = (
         before.select("customer_id")
         .unionByName(after.select("customer_id"))
@@ -268,6 +269,8 @@ def _incremental_stats(
         before.join(gone, "customer_id", "left_anti"),
         after.join(gone, "customer_id", "left_anti"),
     )
+    if gone.isEmpty():
+        return added, touched
     tx_now = tables["transactions"]
     recounted = _recount(approved_payments(tx_now.join(gone, "customer_id", "left_semi"), tables["chargebacks"], tables["merchants"]))
     return added.unionByName(recounted), touched
