@@ -18,8 +18,13 @@ as measured, except where it cannot::
 
     work'    = work * k
     longest' = longest                     tasks multiply
-             = longest * k                 skewed (longest task >= 4x the median and >= 2 s: a hot
-                                           key grows with the data)
+             = longest * k                 skewed (longest task >= 4x the median and >= 2 s) after
+                                           a shuffle: a hot key grows with the data
+             = longest * min(k, 128 MiB / its bytes)
+                                           skewed scan (no shuffle input: its tasks are file
+                                           splits, one file larger than the others): that file
+                                           grows to a split's worth, then splits (the raw zone's
+                                           text and Parquet files are splittable)
              = longest * min(k, 128 MiB / bytes)
                                            one task over known bytes: it grows to a task's worth of
                                            data (the split and optimized-write bin size), then splits
@@ -66,6 +71,7 @@ class Stage:
     start_ms: int
     end_ms: int
     input_bytes: int  # every input: files, and cached or checkpointed blocks read again
+    longest_input_bytes: int  # the input of the longest task
     storage_bytes: int  # the input of stages that scan files (a stage mixing both counts whole)
     output_bytes: int
     shuffle_read_bytes: int
@@ -74,6 +80,11 @@ class Stage:
     @property
     def skewed(self) -> bool:
         return self.tasks > 1 and self.longest_s >= SKEW_MIN_SECONDS and self.longest_s >= SKEW_RATIO * self.median_s
+
+    @property
+    def uneven_splits(self) -> bool:
+        """Skewed while reading files only (no shuffle input): one input split larger than the rest."""
+        return self.skewed and self.shuffle_read_bytes == 0 and self.longest_input_bytes > 0
 
     @property
     def data_bytes(self) -> int:
@@ -96,6 +107,8 @@ class Stage:
         if self.bookkeeping:
             return self.longest_s
         if self.skewed:
+            if self.uneven_splits:
+                return self.longest_s * min(k, max(1.0, TASK_BYTES / self.longest_input_bytes))
             return self.longest_s * k
         if self.tasks == 1:
             return self.longest_s * (min(k, max(1.0, TASK_BYTES / self.data_bytes)) if self.data_bytes >= DATA_BYTES else 1.0)
@@ -197,6 +210,7 @@ def read_app(path: Path) -> App:
             continue  # skipped stage (its shuffle output was reused)
         walls = [(t["Task Info"]["Finish Time"] - t["Task Info"]["Launch Time"]) / 1000 for t in ts]
         m = [t.get("Task Metrics") or {} for t in ts]
+        slowest = m[walls.index(max(walls))]
         sr = [x.get("Shuffle Read Metrics") or {} for x in m]
         stages.append(
             Stage(
@@ -212,6 +226,7 @@ def read_app(path: Path) -> App:
                 start_ms=si["Submission Time"],
                 end_ms=si["Completion Time"],
                 input_bytes=(inb := sum((x.get("Input Metrics") or {}).get("Bytes Read", 0) for x in m)),
+                longest_input_bytes=(slowest.get("Input Metrics") or {}).get("Bytes Read", 0),
                 storage_bytes=inb if any(r.get("Name") == "FileScanRDD" for r in si.get("RDD Info", [])) else 0,
                 output_bytes=sum((x.get("Output Metrics") or {}).get("Bytes Written", 0) for x in m),
                 shuffle_read_bytes=sum(r.get("Remote Bytes Read", 0) + r.get("Local Bytes Read", 0) for r in sr),
@@ -252,7 +267,7 @@ def scale_out(app: App, cores: Sequence[int], k: float) -> dict:
             "name": b.name.split(" at ")[0],
             "tasks": b.tasks,
             "cores": round(b.stops_scaling_at(k)),
-            "why": "skewed" if b.skewed else ("one task" if b.serial else "longest task"),
+            "why": ("uneven files" if b.uneven_splits else "skewed") if b.skewed else ("one task" if b.serial else "longest task"),
         },
     }
 

@@ -14,7 +14,7 @@ import eventlog  # noqa: E402
 T0 = 1_000_000
 
 
-def task(stage: int, start_s: float, secs: float, *, input_bytes: int = 0, shuffle_write: int = 0) -> dict:
+def task(stage: int, start_s: float, secs: float, *, input_bytes: int = 0, shuffle_write: int = 0, shuffle_read: int = 0) -> dict:
     return {
         "Event": "SparkListenerTaskEnd",
         "Stage ID": stage,
@@ -23,7 +23,7 @@ def task(stage: int, start_s: float, secs: float, *, input_bytes: int = 0, shuff
         "Task Metrics": {
             "Input Metrics": {"Bytes Read": input_bytes},
             "Shuffle Write Metrics": {"Shuffle Bytes Written": shuffle_write},
-            "Shuffle Read Metrics": {"Remote Bytes Read": 0, "Local Bytes Read": 0},
+            "Shuffle Read Metrics": {"Remote Bytes Read": 0, "Local Bytes Read": shuffle_read},
         },
     }
 
@@ -96,6 +96,30 @@ def test_predicts_time_on_more_cores_and_more_data(log: Path) -> None:
     assert (pred["first_to_stop"]["why"], pred["first_to_stop"]["cores"]) == ("one task", 6)
     assert pred["predicted_s"]["8"] == round(9.5 + 800 / 8 + 96 + 0.5, 1)
     assert pred["bookkeeping_s"]["64"] == 0.5
+
+
+def test_a_skewed_scan_splits_as_its_large_file_grows_a_skewed_shuffle_does_not(tmp_path: Path) -> None:
+    """Two 4-task stages whose first task takes 4 s and the others 0.5 s: a scan whose first file
+    is 8 MiB (the others 0.5 MiB), and an aggregation reading a shuffle with one hot key."""
+    events = [
+        {"Event": "SparkListenerApplicationStart", "App Name": "lakehouse-bronze", "Timestamp": T0},
+        {"Event": "SparkListenerJobStart", "Job ID": 0, "Stage IDs": [0, 1], "Properties": {"lakehouse.table": "bronze.customers"}},
+        task(0, 0, 4.0, input_bytes=8 << 20),
+        *[task(0, 0, 0.5, input_bytes=1 << 19) for _ in range(3)],
+        stage_done(0, "save at NativeMethodAccessorImpl.java:0", 0, 4),
+        task(1, 4, 4.0, shuffle_read=8 << 20),
+        *[task(1, 4, 0.5, shuffle_read=1 << 19) for _ in range(3)],
+        stage_done(1, "save at NativeMethodAccessorImpl.java:0", 4, 8),
+        {"Event": "SparkListenerApplicationEnd", "Timestamp": T0 + 8_000},
+    ]
+    folder = tmp_path / "events"
+    folder.mkdir()
+    (folder / "local-1").write_text("\n".join(json.dumps(e) for e in events) + "\n")
+    scan, agg = eventlog.read_app(eventlog.log_of(folder)).stages
+    assert (scan.skewed, scan.uneven_splits, scan.longest_input_bytes, agg.skewed, agg.uneven_splits) == (True, True, 8 << 20, True, False)
+    # 100x the data: the 8 MiB file grows to 128 MiB splits (16x its time), the hot key 100x
+    assert (scan.longest_at(100), agg.longest_at(100)) == (pytest.approx(64.0), pytest.approx(400.0))
+    assert (scan.longest_at(1), agg.longest_at(1)) == (4.0, 4.0)
 
 
 def test_a_file_that_is_not_an_event_log_is_named(tmp_path: Path) -> None:
