@@ -41,6 +41,14 @@ def stage_done(stage: int, name: str, start_s: float, end_s: float) -> dict:
     }
 
 
+def write_log(tmp_path: Path, events: list[dict]) -> Path:
+    """An event-log folder holding ``events``, one JSON per line."""
+    folder = tmp_path / "events"
+    folder.mkdir()
+    (folder / "local-1").write_text("\n".join(json.dumps(e) for e in events) + "\n")
+    return folder
+
+
 @pytest.fixture
 def log(tmp_path: Path) -> Path:
     """A 20 s application: 5 s of driver work, a 4-task scan of 32 MiB a task (4 x 2 s on 2 cores:
@@ -59,10 +67,7 @@ def log(tmp_path: Path) -> Path:
         stage_done(1, "collect at x.py:1", 12, 18),
         {"Event": "SparkListenerApplicationEnd", "Timestamp": T0 + 20_000},
     ]
-    folder = tmp_path / "events"
-    folder.mkdir()
-    (folder / "local-1").write_text("\n".join(json.dumps(e) for e in events) + "\n")
-    return folder
+    return write_log(tmp_path, events)
 
 
 def test_reads_stages_tables_and_the_drivers_time(log: Path) -> None:
@@ -112,10 +117,7 @@ def test_a_skewed_scan_splits_as_its_large_file_grows_a_skewed_shuffle_does_not(
         stage_done(1, "save at NativeMethodAccessorImpl.java:0", 4, 8),
         {"Event": "SparkListenerApplicationEnd", "Timestamp": T0 + 8_000},
     ]
-    folder = tmp_path / "events"
-    folder.mkdir()
-    (folder / "local-1").write_text("\n".join(json.dumps(e) for e in events) + "\n")
-    scan, agg = eventlog.read_app(eventlog.log_of(folder)).stages
+    scan, agg = eventlog.read_app(eventlog.log_of(write_log(tmp_path, events))).stages
     assert (scan.skewed, scan.uneven_splits, scan.longest_input_bytes, agg.skewed, agg.uneven_splits) == (True, True, 8 << 20, True, False)
     # 100x the data: the 8 MiB file grows to 128 MiB splits (16x its time), the hot key 100x
     assert (scan.longest_at(100), agg.longest_at(100)) == (pytest.approx(64.0), pytest.approx(400.0))
