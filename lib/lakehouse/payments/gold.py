@@ -137,11 +137,6 @@ def merchant_daily_kpis(tables: Mapping[str, DataFrame], changes: Mapping[str, D
     return fresh if kept is None else fresh.unionByName(kept.select(*fresh.columns))
 
 
-def affected_customers(tables: Mapping[str, DataFrame], changes: Mapping[str, DataFrame]) -> DataFrame:
-    """Customers whose payments, chargebacks, merchants' categories or CRM details changed."""
-    return affected_values(tables, changes, "customer_id", {"merchants": ("category",)})
-
-
 STATS = ("frequency", "gross_spend", "charged_back", "chargebacks")
 SPEND = "array<struct<category:string,spend:decimal(18,2)>>"
 
