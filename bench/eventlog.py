@@ -57,6 +57,12 @@ DATA_BYTES = 1 << 20  # a stage whose tasks read less than this in all is bookke
 TASK_BYTES = 128 << 20  # what Spark puts in one task once there is enough data
 
 
+def _until_split(task_bytes: int, k: float) -> float:
+    """How many times longer a task over ``task_bytes`` gets with k times the data: it grows to a
+    task's worth (the split and optimized-write bin size), then the data splits into more tasks."""
+    return min(k, max(1.0, TASK_BYTES / task_bytes))
+
+
 @dataclass
 class Stage:
     stage_id: int
@@ -106,12 +112,12 @@ class Stage:
     def longest_at(self, k: float) -> float:
         if self.bookkeeping:
             return self.longest_s
+        if self.uneven_splits:
+            return self.longest_s * _until_split(self.longest_input_bytes, k)
         if self.skewed:
-            if self.uneven_splits:
-                return self.longest_s * min(k, max(1.0, TASK_BYTES / self.longest_input_bytes))
             return self.longest_s * k
         if self.tasks == 1:
-            return self.longest_s * (min(k, max(1.0, TASK_BYTES / self.data_bytes)) if self.data_bytes >= DATA_BYTES else 1.0)
+            return self.longest_s * (_until_split(self.data_bytes, k) if self.data_bytes >= DATA_BYTES else 1.0)
         return self.longest_s
 
     def time_at(self, cores: int, k: float = 1.0) -> float:
@@ -267,7 +273,7 @@ def scale_out(app: App, cores: Sequence[int], k: float) -> dict:
             "name": b.name.split(" at ")[0],
             "tasks": b.tasks,
             "cores": round(b.stops_scaling_at(k)),
-            "why": ("uneven files" if b.uneven_splits else "skewed") if b.skewed else ("one task" if b.serial else "longest task"),
+            "why": "uneven files" if b.uneven_splits else "skewed" if b.skewed else "one task" if b.serial else "longest task",
         },
     }
 
