@@ -51,6 +51,18 @@ def parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
+def add_wait(p: argparse.ArgumentParser, default: float) -> None:
+    """``--wait SECONDS``: how long a job that writes tables waits for another run writing the
+    same tables (see :mod:`lakehouse.leases`); 0 stops at once, naming that run."""
+    p.add_argument(
+        "--wait",
+        type=float,
+        default=default,
+        metavar="SECONDS",
+        help=f"wait this long for another run writing the same tables (default {default:.0f}; 0: stop at once, naming it)",
+    )
+
+
 @dataclass(frozen=True)
 class JobContext:
     """Everything a job needs besides the SparkSession; built before Spark starts."""

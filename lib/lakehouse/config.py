@@ -391,6 +391,9 @@ class SourceSpec:
     path: str
     options: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     schema_drift: str = "rescue"
+    required: bool = False
+    """A run stops before writing anything while nothing has been delivered; otherwise (the
+    default) a source declared before its first delivery is reported and skipped."""
 
 
 _DURATION = re.compile(r"([1-9][0-9]*)(s|m|h|d)")
@@ -581,7 +584,7 @@ _MODES = {
     "silver": ("merge", "scd2"),
     "gold": ("replace_where", "merge"),
 }
-_SOURCE_KEYS = {"format": str, "path": str, "options": dict, "schema_drift": str}
+_SOURCE_KEYS = {"format": str, "path": str, "options": dict, "schema_drift": str, "required": bool}
 DRIFT_POLICIES = ("evolve", "rescue", "fail")
 _FORMATS = ("json", "csv")
 
@@ -692,6 +695,7 @@ def parse_table(data: Mapping[str, Any], file: str) -> TableSpec:
         if drift == "evolve" and src["format"] != "json":
             raise ConfigError(file, "source.schema_drift", "evolve needs a self-describing format (json); use rescue or fail")
         source = SourceSpec(
+            required=bool(src.get("required", False)),
             schema_drift=drift,
             format=src["format"],
             path=src["path"],

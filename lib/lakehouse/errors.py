@@ -38,6 +38,11 @@ class PipelineError(LakehouseError):
     """A pipeline stage failed; names the table and the stage."""
 
 
+class ReconciliationError(PipelineError):
+    """A run's accounting does not add up (bronze != silver + quarantined + duplicates): names
+    the table and by how many rows; the run is marked failed."""
+
+
 class QualityError(LakehouseError):
     """A ``fail`` expectation was broken: nothing of the batch was committed. Names the table,
     the rule, how many rows broke it and sample keys."""

@@ -2,8 +2,9 @@
 
 Every raw record is accounted for: for a silver table, summed over runs,
 ``rows_read == rows_inserted + rows_quarantined + rows_duplicate`` and ``sum(rows_inserted)`` is
-the table's row count. Gold runs record the versions of the silver tables they read, which is how
-the next run knows what changed since.
+the table's row count. The run log is a record of what happened, not what a retry relies on: what
+a table has absorbed (a micro-batch, the silver versions a gold table was computed from) is
+stamped in the table's own commits (:mod:`lakehouse.io.delta_log`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
 from lakehouse.io import delta
+from lakehouse.io.delta_log import Stamp
+from lakehouse.leases import live_runs
 from lakehouse.quality.expectations import RuleResult
 from lakehouse.quality.metrics import QualityMetrics
 from lakehouse.tables import Lake
@@ -38,6 +41,11 @@ SCHEMA = (
     "output_version bigint, rows_read bigint, rows_written bigint, rows_inserted bigint, "
     "rows_updated bigint, rows_quarantined bigint, rows_duplicate bigint, rows_warned bigint, "
     "rules_broken array<string>"
+)
+
+BATCH_SCHEMA = (
+    "batch_key string, table string, run_id string, job string, rows_read bigint, rows_inserted bigint, "
+    "rows_updated bigint, rows_quarantined bigint, rows_duplicate bigint, logged_at timestamp"
 )
 
 TABLE_PROPERTY = "lakehouse.table"
@@ -61,6 +69,43 @@ def git_commit() -> str:
         return out.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+
+
+def log_batch(
+    spark: SparkSession,
+    lake: Lake,
+    stamp: Stamp,
+    job: str,
+    table: str,
+    key: str,
+    read: int,
+    inserted: int,
+    updated: int,
+    quarantined: int,
+) -> None:
+    """Record one micro-batch's (or replay's) accounting in ``ops.batch_log``, exactly once.
+
+    Written inside the batch, after its data commits and before the stream moves past it, with
+    the batch's transaction id (``stamp``): a batch whose run was killed after it completed is
+    counted (the run log's row for the table is written only when the table is done), and one
+    retried after this row landed is not counted twice (Delta skips the append). The
+    reconciliation sums these rows.
+    """
+    row = Row(
+        batch_key=key,
+        table=table,
+        run_id=stamp.run_id,
+        job=job,
+        rows_read=read,
+        rows_inserted=inserted,
+        rows_updated=updated,
+        rows_quarantined=quarantined,
+        rows_duplicate=read - quarantined - inserted,
+        logged_at=datetime.now(timezone.utc),
+    )
+    schema = delta.schema_of(spark, BATCH_SCHEMA)
+    stamp = Stamp("ops.batch_log", stamp.run_id, stamp.app_id, stamp.seq)
+    delta.append_rows(spark, lake.ops_path("batch_log"), [row], schema, "One row per micro-batch or replay: its accounting", stamp=stamp)
 
 
 @dataclass
@@ -137,10 +182,13 @@ class RunLog:
             raise errors[0]
 
     def begin(self) -> list[str]:
-        """Record that this job run started (a row for table ``*``); a later run finds a run that
-        started and never ended (killed) and records it as ``abandoned``. Returns those run ids."""
+        """Record that this job run started (a row for table ``*``), and record as ``abandoned``
+        every run that started, never ended and holds no live lease (killed; see
+        :mod:`lakehouse.leases`): a run still at work holds one, so it is never marked. Returns
+        the run ids marked."""
         abandoned = []
         if delta.is_delta(self.spark, self.path):
+            alive = live_runs(self.spark, self.lake) | {self.run_id}
             rows = (
                 self.spark.read.format("delta")
                 .load(self.path)
@@ -151,6 +199,8 @@ class RunLog:
                 .collect()
             )
             for r in rows:
+                if r["run_id"] in alive:
+                    continue
                 abandoned.append(r["run_id"])
                 log.warning("run %s (%s) started and never finished (killed?): recorded as abandoned", r["run_id"], r["job"])
                 self._write(
@@ -159,8 +209,8 @@ class RunLog:
         self._write(TableRun("*", datetime.now(timezone.utc)), "started", None)
         return abandoned
 
-    def end(self, status: str = "finished") -> None:
-        """Record that this job run ended, after every table's rows have landed."""
+    def end(self, status: str = "finished", error: str | None = None) -> None:
+        """Record that this job run ended (``error``: why it failed), after every table's rows have landed."""
         try:
             self.flush()
         except Exception:
@@ -171,7 +221,7 @@ class RunLog:
             if self._writer is not None:
                 self._writer.shutdown(wait=True)
                 self._writer = None
-        self._write(TableRun("*", datetime.now(timezone.utc)), status, None)
+        self._write(TableRun("*", datetime.now(timezone.utc)), status, error)
 
     def start(self, table: str) -> TableRun:
         tr = TableRun(table=table, started_at=datetime.now(timezone.utc))
@@ -222,8 +272,8 @@ class RunLog:
             config_hash=self.lake.env.config_hash,
             git_commit=self.commit,
             run_date=self.run_date,
-            started_at=tr.started_at.replace(tzinfo=None),
-            ended_at=tr.ended_at.replace(tzinfo=None),
+            started_at=tr.started_at,
+            ended_at=tr.ended_at,
             seconds=tr.seconds,
             inputs=[Row(table=k, version=v) for k, v in sorted(tr.inputs.items())],
             output_version=tr.output_version,
@@ -243,20 +293,3 @@ class RunLog:
         if self._schema is None:
             self._schema = delta.schema_of(self.spark, SCHEMA)
         delta.append_rows(self.spark, self.path, [row], self._schema, "One row per job run and table", create, merge_schema=True)
-
-    def last_inputs(self, table: str) -> dict[str, int] | None:
-        """Input versions of the latest successful run that wrote ``table`` (None: never ran)."""
-        self.flush()
-        if not delta.is_delta(self.spark, self.path):
-            return None
-        row = (
-            self.spark.read.format("delta")
-            .load(self.path)
-            .where((F.col("table") == table) & (F.col("status") == "succeeded"))
-            .orderBy(F.col("ended_at").desc(), F.col("run_id").desc())
-            .select("inputs")
-            .first()
-        )
-        if row is None:
-            return None
-        return {r["table"]: r["version"] for r in row["inputs"]}

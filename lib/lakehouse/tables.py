@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from lakehouse.config import LAYERS, EnvConfig, TableSpec
 from lakehouse.errors import UnknownTableError
 
-OPS_TABLES = ("run_log", "quality_metrics", "quality_profiles", "quality_outliers", "quality_alerts")
+OPS_TABLES = ("run_log", "batch_log", "quality_metrics", "quality_profiles", "quality_outliers", "quality_alerts")
 
 
 @dataclass(frozen=True)

@@ -44,3 +44,38 @@ def all_tables(lake: Lake) -> list[tuple[str, str]]:
 
 def versions(spark: SparkSession, lake: Lake) -> dict[str, int | None]:
     return {name: delta.version(spark, path) for name, path in all_tables(lake)}
+
+
+def full_recompute(spark: SparkSession, lake: Lake, name: str) -> DataFrame:
+    """A gold table computed from scratch from the lake's current silver tables."""
+    spec = lake.spec(name)
+    tables = {lake.spec(u).short_name: spark.read.format("delta").load(lake.path(u)) for u in spec.upstream}
+    fn = spec.transform_fn()
+    full = fn(tables, None, spec=spec) if spec.features else fn(tables, None)
+    return delta.check_schema(full, delta.schema_of(spark, spec.schema), name)
+
+
+def manifest_totals(spark: SparkSession, raw_root: str) -> dict[str, dict[str, int]]:
+    """Per source, what the generator's manifests say the lake must hold: records delivered,
+    landed in silver, quarantined, duplicates."""
+    from lakehouse.pipeline.generate import read_manifests
+
+    totals = {s: {"records": 0, "landed": 0, "quarantined": 0, "duplicates": 0} for s in SOURCES}
+    for m in read_manifests(spark, raw_root).values():
+        for source, v in m["sources"].items():
+            totals[source]["records"] += v["records"]
+            for k in ("landed", "quarantined", "duplicates"):
+                totals[source][k] += v["expected"][k]
+    return totals
+
+
+def accounting(spark: SparkSession, lake: Lake) -> dict[str, dict[str, int]]:
+    """Per source, what the lake holds, in the terms of :func:`manifest_totals`."""
+    from lakehouse.pipeline.summary import reconcile
+
+    recon = {r.table: r for r in reconcile(spark, lake)}
+    return {
+        s: {"records": r.bronze, "landed": r.silver, "quarantined": r.quarantined, "duplicates": r.duplicates}
+        for s in SOURCES
+        for r in [recon[f"silver.{s}"]]
+    }

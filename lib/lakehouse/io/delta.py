@@ -5,7 +5,6 @@ Each write is one Delta commit, so a failed run leaves the previous version inta
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -13,13 +12,25 @@ from contextlib import contextmanager
 from datetime import date
 from typing import Any, TypeVar
 
+from delta.exceptions import (
+    ConcurrentAppendException,
+    ConcurrentDeleteDeleteException,
+    ConcurrentDeleteReadException,
+    ConcurrentTransactionException,
+    ConcurrentWriteException,
+    DeltaConcurrentModificationException,
+    MetadataChangedException,
+    ProtocolChangedException,
+)
 from delta.tables import DeltaTable
-from pyspark.sql import Column, DataFrame, Row, SparkSession
+from pyspark.sql import Column, DataFrame, DataFrameWriter, Row, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
 from lakehouse.errors import PipelineError
-from lakehouse.io import fs
+from lakehouse.io.delta_log import Stamp, last_metrics, snapshot, version
+
+__all__ = ["Stamp", "last_metrics", "snapshot", "version"]  # the log's readers, re-exported for the writers' callers
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -34,81 +45,35 @@ def is_delta(spark: SparkSession, path: str) -> bool:
     return DeltaTable.isDeltaTable(spark, path)
 
 
-def snapshot(spark: SparkSession, path: str) -> Any:
-    """The table's latest snapshot (a JVM ``org.apache.spark.sql.delta.Snapshot``; version -1 when
-    there is no table at ``path``), brought up to date by listing the log: no Spark job."""
-    jvm = spark.sparkContext._jvm  # type: ignore[attr-defined]
-    log_ = jvm.org.apache.spark.sql.delta.DeltaLog.forTable(spark._jsparkSession, path)  # type: ignore[attr-defined]
-    return log_.update(False, jvm.scala.Option.empty(), jvm.scala.Option.empty())
-
-
-def version(spark: SparkSession, path: str) -> int | None:
-    """The table's current version, or None if there is no table at ``path``.
-
-    Read from the Delta log's listing (about 10 ms); ``DESCRIBE HISTORY`` runs a Spark job for it
-    (200-500 ms here), and a pipeline run asks this about a hundred times."""
-    v = int(snapshot(spark, path).version())
-    return None if v < 0 else v
-
-
 @contextmanager
-def tagged(spark: SparkSession, tag: str) -> Iterator[None]:
-    """Commits made inside carry ``tag`` as their userMetadata (see :func:`tagged_commit`)."""
-    key = "spark.databricks.delta.commitInfo.userMetadata"
-    spark.conf.set(key, tag)
+def stamped(spark: SparkSession, stamp: Stamp | None) -> Iterator[None]:
+    """MERGEs (and other DML) inside commit with ``stamp``: its JSON as userMetadata and its
+    transaction id as ``txnAppId``/``txnVersion`` (Delta's session settings for idempotent DML:
+    a DML has no writer options). Writes on other threads pass their own stamp as writer
+    options, which take precedence over these session settings."""
+    if stamp is None:
+        yield
+        return
+    keys = {"spark.databricks.delta.commitInfo.userMetadata": stamp.to_json()}
+    if stamp.app_id is not None:
+        keys["spark.databricks.delta.write.txnAppId"] = stamp.app_id
+        keys["spark.databricks.delta.write.txnVersion"] = str(stamp.seq)
+    for k, v in keys.items():
+        spark.conf.set(k, v)
     try:
         yield
     finally:
-        spark.conf.unset(key)
+        for k in keys:
+            spark.conf.unset(k)
 
 
-def commits(spark: SparkSession, path: str) -> Iterator[dict[str, Any]]:
-    """The table's commits, newest first: each commit's ``commitInfo`` (operation,
-    operationMetrics, userMetadata, ...) with its ``version``, read from the log's JSON commit
-    files one at a time (no Spark job; ``DESCRIBE HISTORY`` runs one). Stops at the first version
-    whose commit file log cleanup has removed."""
-    latest = version(spark, path)
-    for v in range(latest if latest is not None else -1, -1, -1):
-        uri = f"{path.rstrip('/')}/_delta_log/{v:020d}.json"
-        if not fs.exists(spark, uri):
-            return
-        for line in fs.read_text(spark, uri).splitlines():
-            if line.startswith('{"commitInfo"'):
-                yield {"version": v, **json.loads(line)["commitInfo"]}
-                break
-
-
-def _int_metrics(info: Mapping[str, Any]) -> dict[str, int]:
-    return {k: int(v) for k, v in (info.get("operationMetrics") or {}).items() if str(v).lstrip("-").isdigit()}
-
-
-def tagged_commit(spark: SparkSession, path: str, tag: str, recent: int = 50) -> dict[str, int] | None:
-    """The operation metrics of a recent commit tagged ``tag``, or None if there is none.
-
-    This is how a retried step knows that an interrupted attempt already committed: the write
-    is skipped and its counts are taken from that commit, so nothing is counted twice.
-    """
-    for i, c in enumerate(commits(spark, path)):
-        if i >= recent:
-            break
-        # an auto-compaction inside the tagged block carries the tag too: take the data commit
-        if c.get("userMetadata") == tag and c.get("operation") not in MAINTENANCE:
-            return _int_metrics(c)
-    return None
-
-
-MAINTENANCE = ("OPTIMIZE", "VACUUM START", "VACUUM END", "COMPUTE STATS", "ADD CONSTRAINT", "DROP CONSTRAINT")
-
-
-def last_metrics(spark: SparkSession, path: str) -> dict[str, int]:
-    """``operationMetrics`` of the table's latest data commit, as integers (an auto-compaction
-    right after a MERGE is a later commit: it is skipped)."""
-    for i, c in enumerate(commits(spark, path)):
-        if i >= 10:
-            break
-        if c.get("operation") not in MAINTENANCE:
-            return _int_metrics(c)
-    return {}
+def _stamp_options(w: DataFrameWriter, stamp: Stamp | None) -> DataFrameWriter:
+    if stamp is None:
+        return w
+    w = w.option("userMetadata", stamp.to_json())
+    if stamp.app_id is not None:
+        w = w.option("txnAppId", stamp.app_id).option("txnVersion", stamp.seq)
+    return w
 
 
 def ensure_table(
@@ -162,35 +127,42 @@ def check_schema(df: DataFrame, expected: StructType, table: str) -> DataFrame:
 def append(
     df: DataFrame,
     path: str,
-    txn: tuple[str, int] | None = None,
+    stamp: Stamp | None = None,
     partition_by: Sequence[str] = (),
     merge_schema: bool = False,
-    tag: str | None = None,
     optimize_write: bool = True,
 ) -> None:
-    """Append ``df``; with ``txn=(app_id, version)`` a replay of the same batch is skipped;
-    ``merge_schema`` adds columns ``df`` has and the table lacks (an older table of ours);
-    ``tag`` is the commit's userMetadata (this write's own, so a write on another thread is
-    never stamped with a :func:`tagged` block's tag); ``optimize_write`` false for a few rows
-    (one task writes one file anyway; the shuffle would only cost time)."""
-    w = df.write.format("delta").mode("append")
+    """Append ``df``; with a ``stamp`` that has a transaction id, a retry of the same write is
+    skipped by Delta (see :mod:`lakehouse.io.delta_log`); the stamp is this write's own option,
+    so a stamped DML on another thread never lends it its own. ``merge_schema`` adds columns
+    ``df`` has and the table lacks (an older table of ours); ``optimize_write`` false for a few
+    rows (one task writes one file anyway; the shuffle would only cost time)."""
+    w = _stamp_options(df.write.format("delta").mode("append"), stamp)
     if merge_schema:
         w = w.option("mergeSchema", "true")
-    if tag is not None:
-        w = w.option("userMetadata", tag)
     if not optimize_write:
         w = w.option("optimizeWrite", "false")
     if partition_by:
         w = w.partitionBy(*partition_by)
-    if txn:
-        w = w.option("txnAppId", txn[0]).option("txnVersion", txn[1])
     w.save(path)
+
+
+CONFLICTS = (
+    DeltaConcurrentModificationException,
+    ConcurrentWriteException,
+    MetadataChangedException,
+    ProtocolChangedException,
+    ConcurrentAppendException,
+    ConcurrentDeleteReadException,
+    ConcurrentDeleteDeleteException,
+    ConcurrentTransactionException,
+)
+"""Delta's commit-conflict errors, as its Python package raises them (``delta.exceptions``)."""
 
 
 def is_conflict(exc: BaseException) -> bool:
     """True for Delta's concurrent-modification errors (another commit won the race)."""
-    text = f"{type(exc).__name__} {str(exc)[:2000]}"
-    return "ConcurrentModification" in text or "Concurrent" in type(exc).__name__ or "DELTA_CONCURRENT" in text
+    return isinstance(exc, CONFLICTS)
 
 
 def retry_on_conflict(fn: Callable[[], T], what: str, attempts: int = 5, wait: float = 0.5) -> tuple[T, int]:
@@ -228,16 +200,24 @@ def bookkeeping_session(spark: SparkSession) -> SparkSession:
 
 
 def append_rows(
-    spark: SparkSession, path: str, rows: Sequence[Row], schema: StructType, comment: str, create: bool = True, merge_schema: bool = False
+    spark: SparkSession,
+    path: str,
+    rows: Sequence[Row],
+    schema: StructType,
+    comment: str,
+    create: bool = True,
+    merge_schema: bool = False,
+    stamp: Stamp | None = None,
 ) -> None:
     """Append a few rows built on the driver (a log, metrics or profile table) in one commit;
-    with ``create`` the table is first created if missing (``comment`` describes it)."""
+    with ``create`` the table is first created if missing (``comment`` describes it); ``stamp``
+    as in :func:`append`."""
     if create:
         ensure_table(spark, path, schema, comment=comment)
     if rows:
         # one file per commit (in the rows' order), without optimized writes' shuffle
         rows_df = bookkeeping_session(spark).createDataFrame(list(rows), schema).coalesce(1)
-        append(rows_df, path, merge_schema=merge_schema, tag="lakehouse:ops", optimize_write=False)
+        append(rows_df, path, stamp=stamp, merge_schema=merge_schema, optimize_write=False)
 
 
 def merge_latest(
@@ -333,30 +313,20 @@ def sql_in(column: str, values: Sequence[date | int]) -> str:
     return f"{column} IN ({', '.join(parts)})"
 
 
-def replace_where_equals(df: DataFrame, path: str, column: str, value: str, tag: str | None = None) -> None:
-    """Atomically replace the rows with ``column = value`` by ``df`` (which may be empty);
-    ``tag``: the commit's userMetadata, as in :func:`append`.
-
-    ``value`` must be a plain token (letters, digits, ``-_:.``): it is written into the predicate.
-    """
-    import re
-
-    if not column.isidentifier() or not re.fullmatch(r"[A-Za-z0-9_.:-]+", value):
-        raise PipelineError(f"replaceWhere {column} = {value!r}: not a plain column and token")
-    w = df.write.format("delta").mode("overwrite").option("replaceWhere", f"{column} = '{value}'")
-    if tag is not None:
-        w = w.option("userMetadata", tag)
-    retry_on_conflict(lambda: w.save(path), f"replaceWhere on {path}")
-
-
 def replace_values(
-    spark: SparkSession, df: DataFrame, path: str, column: str, values: Sequence[date | int], optimize_write: bool = True
+    spark: SparkSession,
+    df: DataFrame,
+    path: str,
+    column: str,
+    values: Sequence[date | int],
+    optimize_write: bool = True,
+    stamp: Stamp | None = None,
 ) -> dict[str, int]:
     """Atomically replace the rows with ``column IN values`` by ``df``: whole partitions if
     ``column`` partitions the table, else Delta rewrites only the files holding such rows (found
     by their statistics) without them. ``optimize_write=False`` writes ``df``'s partitions as
-    they are (one file each) instead of Delta's re-binning shuffle."""
-    w = df.write.format("delta").mode("overwrite").option("replaceWhere", sql_in(column, values))
+    they are (one file each) instead of Delta's re-binning shuffle; ``stamp`` as in :func:`append`."""
+    w = _stamp_options(df.write.format("delta").mode("overwrite").option("replaceWhere", sql_in(column, values)), stamp)
     if not optimize_write:
         w = w.option("optimizeWrite", "false")
     retry_on_conflict(lambda: w.save(path), f"replaceWhere on {path}")

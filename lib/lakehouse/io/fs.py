@@ -104,3 +104,113 @@ def stream_id(spark: SparkSession, checkpoint: str) -> str:
     import json
 
     return str(json.loads(read_text(spark, f"{checkpoint}/metadata").splitlines()[0])["id"])
+
+
+def _local(uri: str) -> str | None:
+    """The local path of a ``file:`` URI or a bare path; None for any other scheme."""
+    if uri.startswith("file:"):
+        return uri.removeprefix("file://") if uri.startswith("file://") else uri.removeprefix("file:")
+    return None if "://" in uri else uri
+
+
+def create_exclusive(spark: SparkSession, uri: str, text: str) -> bool:
+    """Create a small file holding ``text`` unless a file is already there; True if this call
+    created it. Atomic: of two callers, one wins, and a reader never sees it half-written on a
+    local disk (written aside, then hard-linked into place: ``link`` fails if the name exists).
+    Elsewhere it is Hadoop's ``create(overwrite=false)``, atomic on HDFS; on S3A only with
+    conditional writes (``fs.s3a.create.conditional.enabled``, Hadoop 3.4.2 and later)."""
+    import os
+    import uuid
+
+    local = _local(uri)
+    if local is not None:
+        os.makedirs(os.path.dirname(os.path.abspath(local)), exist_ok=True)
+        tmp = f"{local}.{uuid.uuid4().hex}.tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        try:
+            os.link(tmp, local)
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            os.unlink(tmp)
+    from py4j.protocol import Py4JJavaError
+
+    fs, path = _fs_path(spark, uri)
+    try:
+        out = fs.create(path, False)
+    except Py4JJavaError as exc:
+        if exc.java_exception.getClass().getName() == "org.apache.hadoop.fs.FileAlreadyExistsException":
+            return False
+        raise
+    try:
+        out.write(bytearray(text.encode("utf-8")))
+    finally:
+        out.close()
+    return True
+
+
+def touch(spark: SparkSession, uri: str) -> bool:
+    """Set the file's modification time to now; False if it does not exist."""
+    import os
+    import time
+
+    local = _local(uri)
+    if local is not None:
+        try:
+            os.utime(local)
+            return True
+        except FileNotFoundError:
+            return False
+    fs, path = _fs_path(spark, uri)
+    if not fs.exists(path):
+        return False
+    fs.setTimes(path, int(time.time() * 1000), -1)
+    return True
+
+
+def delete(spark: SparkSession, uri: str) -> bool:
+    """Delete a file; False if it was not there."""
+    import os
+
+    local = _local(uri)
+    if local is not None:
+        try:
+            os.unlink(local)
+            return True
+        except FileNotFoundError:
+            return False
+    fs, path = _fs_path(spark, uri)
+    return bool(fs.delete(path, False))
+
+
+def read_small(spark: SparkSession, uri: str) -> tuple[str, float] | None:
+    """A small file's text and modification time (seconds since the epoch); None if absent."""
+    import os
+
+    local = _local(uri)
+    if local is not None:
+        try:
+            with open(local, encoding="utf-8") as f:
+                text = f.read()
+            return text, os.stat(local).st_mtime
+        except FileNotFoundError:
+            return None
+    when = modified_at(spark, uri)
+    if when is None:
+        return None
+    try:
+        return read_text(spark, uri), when
+    except Exception:  # noqa: BLE001 - deleted between the two calls
+        return None if not exists(spark, uri) else ("", when)
+
+
+def list_names(spark: SparkSession, uri: str) -> list[str]:
+    """The names of the files in a folder (none if it does not exist)."""
+    import os
+
+    local = _local(uri)
+    if local is not None:
+        return sorted(os.listdir(local)) if os.path.isdir(local) else []
+    return sorted(name for name, is_dir, _ in list_dir(spark, uri) if not is_dir)

@@ -59,6 +59,21 @@ def arrival_date_of(path: Column) -> Column:
     return F.when(txt != "", F.to_date(txt))
 
 
+def delivered(spark: SparkSession, raw_path: str, table: str) -> bool:
+    """Whether anything was delivered to a source's landing folder: False if the folder or its
+    arrival folders do not exist yet (a source declared before its first delivery).
+
+    Raises:
+        SourceError: an arrival folder holds no data file (a broken delivery), naming it.
+    """
+    if not fs.exists(spark, raw_path):
+        return False
+    if not any(is_dir and n.startswith(ARRIVAL_DIR) for n, is_dir, _ in fs.list_dir(spark, raw_path)):
+        return False
+    check_landing_folder(spark, raw_path, table)
+    return True
+
+
 def check_landing_folder(spark: SparkSession, raw_path: str, table: str) -> list[str]:
     """Fail clearly if the source folder is missing or an arrival folder holds no data file.
 

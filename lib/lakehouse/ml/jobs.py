@@ -7,7 +7,8 @@ import logging
 from collections.abc import Sequence
 from datetime import datetime
 
-from lakehouse.cli import context, parser
+from lakehouse.cli import add_wait, context, parser
+from lakehouse.leases import leased
 from lakehouse.ml import registry
 from lakehouse.ml.card import write_card
 from lakehouse.ml.dataset import export_sample
@@ -59,19 +60,21 @@ def train_main(argv: Sequence[str] | None) -> int:
 def score_main(argv: Sequence[str] | None) -> int:
     p = parser("Score the payments not scored yet with the champion model; write the predictions table.")
     p.add_argument("--model", default="fraud", help="conf/models/<model>.yaml (default fraud)")
+    add_wait(p, 0.0)
     args = p.parse_args(argv)
     ctx = context("score", args)
     spec = load_model_spec(args.conf_dir, args.model)
     spark = get_spark(ctx.env, "lakehouse-score", args.master)
     registry.configure(ctx.env)
     runlog = RunLog(spark, ctx.lake, "score", ctx.run_id, args.run_date)
-    runlog.begin()
-    try:
-        r = score_new(spark, ctx.lake, spec, runlog)
-    except Exception:
-        runlog.end("failed")
-        raise
-    runlog.end()
+    with leased(spark, ctx.lake, ctx.run_id, "score", [f"ml.{spec.name}_predictions"], wait=args.wait):
+        runlog.begin()
+        try:
+            r = score_new(spark, ctx.lake, spec, runlog)
+        except Exception as exc:
+            runlog.end("failed", f"{type(exc).__name__}: {exc}")
+            raise
+        runlog.end()
     rate = r.scored / r.seconds if r.seconds else 0.0
     print(
         f"scored {r.scored:,} new payment(s) with {r.model} version {r.version} in {r.seconds:.1f}s ({rate:,.0f} rows/s): "

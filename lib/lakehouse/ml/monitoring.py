@@ -308,7 +308,7 @@ def monitor(spark: SparkSession, lake: Lake, spec: ModelSpec, days: int = 7, as_
         labelled.unpersist()
     seconds["performance and fairness"] = time.monotonic() - t1
     t2 = time.monotonic()
-    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    now = datetime.now(timezone.utc)
     for m in metrics:
         m["computed_at"] = now
     alerts = [{**m, "message": message(m)} for m in metrics if m["alert"]]

@@ -30,7 +30,8 @@ from pyspark.sql.types import DoubleType, StructField, StructType
 
 from lakehouse.errors import PipelineError
 from lakehouse.features.payments import transaction_features
-from lakehouse.io import delta
+from lakehouse.io import delta, delta_log
+from lakehouse.io.delta_log import Stamp
 from lakehouse.ml import registry
 from lakehouse.ml.dataset import read_pinned
 from lakehouse.ml.spec import ModelSpec
@@ -173,7 +174,10 @@ def score_new(spark: SparkSession, lake: Lake, spec: ModelSpec, runlog: RunLog, 
         current = delta.version(spark, tx_path)
         if current is None:
             raise PipelineError(f"silver.transactions has no Delta table at {tx_path} (run the pipeline first)")
-        last = (runlog.last_inputs(name) or {}).get("silver.transactions")
+        # what the table has absorbed is in its own commits (the run log only records it)
+        prior = delta_log.latest_stamp(spark, path, name)
+        last = prior.stamp.inputs.get("silver.transactions") if prior is not None and prior.stamp is not None else None
+        seq = prior.stamp.seq + 1 if prior is not None and prior.stamp is not None and prior.stamp.seq is not None else 0
         tr.inputs = {"silver.transactions": current}
         if last is None:
             candidates = spark.read.format("delta").option("versionAsOf", current).load(tx_path)
@@ -198,7 +202,7 @@ def score_new(spark: SparkSession, lake: Lake, spec: ModelSpec, runlog: RunLog, 
                 inputs = transaction_features(
                     todo, frames["gold.customer_features"], frames["gold.merchant_features"], frames["silver.customers"]
                 )
-                now = datetime.now(timezone.utc).replace(tzinfo=None)
+                now = datetime.now(timezone.utc)
                 out = score(model, inputs).select(
                     "transaction_id",
                     "customer_id",
@@ -216,7 +220,9 @@ def score_new(spark: SparkSession, lake: Lake, spec: ModelSpec, runlog: RunLog, 
                     F.lit(now).alias("scored_at"),
                 )
                 days = sorted(r[0] for r in todo.select("event_date").distinct().collect() if r[0] is not None)
-                m = delta.merge_insert_only(spark, path, out, ["transaction_id"], prune={"event_date": days})
+                stamp = Stamp(name, runlog.run_id, f"lakehouse-score-{name}", seq, {"silver.transactions": current})
+                with delta.stamped(spark, stamp):
+                    m = delta.merge_insert_only(spark, path, out, ["transaction_id"], prune={"event_date": days})
                 tr.rows_inserted = tr.rows_written = m.get("numTargetRowsInserted", 0)
         finally:
             todo.unpersist()

@@ -17,10 +17,11 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from lakehouse.config import TableSpec
-from lakehouse.errors import SchemaDriftError
+from lakehouse.errors import SchemaDriftError, SourceError
 from lakehouse.faults import crash_point
 from lakehouse.io import delta, fs
-from lakehouse.io.raw import arrival_date_of, check_landing_folder, raw_stream
+from lakehouse.io.delta_log import Stamp
+from lakehouse.io.raw import arrival_date_of, check_landing_folder, delivered, raw_stream
 from lakehouse.io.stream import drain
 from lakehouse.quality import drift
 from lakehouse.quality.drift import evolved_columns
@@ -42,7 +43,7 @@ def with_ingest_metadata(df: DataFrame, run_id: str) -> DataFrame:
     )
 
 
-def ingest_batch(spark: SparkSession, lake: Lake, spec: TableSpec, batch: DataFrame, batch_id: int, tr: TableRun) -> None:
+def ingest_batch(spark: SparkSession, lake: Lake, spec: TableSpec, batch: DataFrame, batch_id: int, tr: TableRun, run_id: str) -> None:
     """Check one micro-batch for schema drift (per the source's policy) and append it."""
     source = spec.source
     assert source is not None
@@ -74,7 +75,8 @@ def ingest_batch(spark: SparkSession, lake: Lake, spec: TableSpec, batch: DataFr
         if source.schema_drift == "evolve":
             out = drift.evolve(batch, sorted({*evolved, *found.fields}))
         app_id = f"lakehouse-bronze-{fs.stream_id(spark, lake.checkpoint('bronze', spec.name))}"
-        delta.append(out, path, txn=(app_id, batch_id), partition_by=spec.partition_by, merge_schema=source.schema_drift == "evolve")
+        stamp = Stamp(spec.name, run_id, app_id, batch_id)
+        delta.append(out, path, stamp=stamp, partition_by=spec.partition_by, merge_schema=source.schema_drift == "evolve")
         crash_point("bronze.after_append", spec.name)
         tr.rows_read += rows
     finally:
@@ -93,7 +95,7 @@ def ingest_table(spark: SparkSession, lake: Lake, spec: TableSpec, runlog: RunLo
             stream,
             f"bronze_{spec.short_name}",
             lake.checkpoint("bronze", spec.name),
-            lambda df, batch_id: ingest_batch(spark, lake, spec, df, batch_id, tr),
+            lambda df, batch_id: ingest_batch(spark, lake, spec, df, batch_id, tr, runlog.run_id),
         )
         rows = tr.rows_read
         tr.rows_written = tr.rows_inserted = rows
@@ -104,6 +106,27 @@ def ingest_table(spark: SparkSession, lake: Lake, spec: TableSpec, runlog: RunLo
         else:
             log.info("%s: %d new records (version %s)", spec.name, rows, tr.output_version)
     return rows
+
+
+def undelivered(spark: SparkSession, lake: Lake, tables: list[str] | None = None) -> list[str]:
+    """The bronze tables (of ``tables``) whose source has delivered nothing yet and that have no
+    Delta table: a run reports and skips them (and what reads them). Checked before anything is
+    written, so a bad delivery stops the run before any table changes.
+
+    Raises:
+        SourceError: a source marked ``required`` has delivered nothing, or an arrival folder
+            holds no data file; names the table and folder.
+    """
+    out = []
+    for spec in lake.select("bronze", tables):
+        raw = lake.raw_path(spec.name)
+        if delivered(spark, raw, spec.name) or delta.is_delta(spark, lake.path(spec.name)):
+            continue
+        if spec.source is not None and spec.source.required:
+            raise SourceError(f"{spec.name}: nothing delivered to {raw} yet and the source is required; no table was written")
+        log.warning("%s: nothing delivered to %s yet: skipped, with the tables that read it", spec.name, raw)
+        out.append(spec.name)
+    return out
 
 
 def run(spark: SparkSession, lake: Lake, runlog: RunLog, tables: list[str] | None = None) -> dict[str, int]:

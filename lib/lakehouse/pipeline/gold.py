@@ -1,8 +1,10 @@
 """Gold: recompute only what changed in silver since the last gold run.
 
-The run log holds, for each gold table, the versions of the silver tables its last successful
-run read. This run reads the change data feed of each silver table from that version + 1 to the
-current one, hands it to the table's transform (which works out the affected dates or keys), and
+Each gold table's commits carry the versions of the silver tables they were computed from (a
+:class:`~lakehouse.io.delta_log.Stamp`, in the same atomic commit as the data), so the table
+itself says what it has absorbed: a run killed after its commit and before the run log leaves
+nothing to count twice. This run reads the change data feed of each silver table from that
+version + 1 to the current one, hands it to the table's transform (which works out the affected dates or keys), and
 writes the result with replaceWhere on the affected values of ``replace_by`` (``replace_where``:
 one commit swaps those rows, rewriting only the files that hold them) or a MERGE on the keys
 (``merge``). No change upstream: nothing is written. No earlier run: a full build.
@@ -21,7 +23,8 @@ from pyspark.sql import functions as F
 from lakehouse.config import TableSpec
 from lakehouse.errors import PipelineError, QualityError
 from lakehouse.faults import crash_point
-from lakehouse.io import delta, fs
+from lakehouse.io import delta, delta_log, fs
+from lakehouse.io.delta_log import Stamp
 from lakehouse.quality.constraints import ensure_constrained_table
 from lakehouse.quality.context import checker, expectations_of
 from lakehouse.quality.expectations import apply_expectations
@@ -85,7 +88,10 @@ def build_table(spark: SparkSession, lake: Lake, spec: TableSpec, runlog: RunLog
                 raise PipelineError(f"{spec.name}: upstream {u} has no Delta table at {lake.path(u)} (run silver first)")
             current[u] = v
         tr.inputs = dict(current)
-        last = runlog.last_inputs(spec.name) if delta.is_delta(spark, path) else None
+        prior = delta_log.latest_stamp(spark, path, spec.name) if delta.is_delta(spark, path) else None
+        last = dict(prior.stamp.inputs) if prior is not None and prior.stamp is not None else None
+        seq = prior.stamp.seq + 1 if prior is not None and prior.stamp is not None and prior.stamp.seq is not None else 0
+        stamp = Stamp(spec.name, runlog.run_id, f"lakehouse-gold-{spec.name}", seq, current)
         if last is not None:
             added = delta.add_missing_columns(spark, path, delta.schema_of(spark, spec.schema))
             if added:  # the stored rows lack them: every row is computed again
@@ -146,15 +152,22 @@ def build_table(spark: SparkSession, lake: Lake, spec: TableSpec, runlog: RunLog
                     # range-partitioned by the column (AQE sizes the ranges), written as they are:
                     # each file holds a narrow range of it, so queries filtered on it skip the
                     # other files by their min/max statistics
-                    delta.replace_values(spark, out.repartitionByRange(col), path, col, values, optimize_write=False)
+                    delta.replace_values(spark, out.repartitionByRange(col), path, col, values, optimize_write=False, stamp=stamp)
                     log.info("%s: replaced the rows of %d %s value(s) %s..%s", spec.name, len(values), col, values[0], values[-1])
                 else:
-                    delta.merge_upsert(spark, path, out, spec.keys, **merge_bounds(out, spec))
+                    bounds = merge_bounds(out, spec)
+                    with delta.stamped(spark, stamp):
+                        delta.merge_upsert(spark, path, out, spec.keys, **bounds)
                 crash_point("gold.after_write", spec.name)
-                m = delta.last_metrics(spark, path)
-                tr.rows_written = rows
-                tr.rows_inserted = m.get("numTargetRowsInserted", m.get("numOutputRows", 0))
-                tr.rows_updated = m.get("numTargetRowsUpdated", 0)
+                wrote = delta_log.latest_stamp(spark, path, spec.name)
+                if wrote is None or wrote.stamp is None or wrote.stamp.run_id != runlog.run_id:
+                    # Delta skipped the write: another run committed this step (the same seq) first
+                    other = wrote.stamp.run_id if wrote is not None and wrote.stamp is not None else "?"
+                    log.warning("%s: run %s absorbed these changes first; this run's write was skipped", spec.name, other)
+                else:
+                    tr.rows_written = rows
+                    tr.rows_inserted = wrote.metrics.get("numTargetRowsInserted", wrote.metrics.get("numOutputRows", 0))
+                    tr.rows_updated = wrote.metrics.get("numTargetRowsUpdated", 0)
         finally:
             checked.unpersist()
         tr.output_version = delta.version(spark, path)

@@ -32,18 +32,20 @@ from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from lakehouse.cli import context, parser
+from lakehouse.cli import add_wait, context, parser
 from lakehouse.config import TableSpec
 from lakehouse.errors import PipelineError, QualityError
 from lakehouse.faults import crash_point
 from lakehouse.io import delta
+from lakehouse.io.delta_log import Stamp
+from lakehouse.leases import leased
 from lakehouse.pipeline.silver import ensure_silver, transform_batch, upsert_once
 from lakehouse.quality.context import checker, expectations_of
 from lakehouse.quality.drift import evolved_columns
 from lakehouse.quality.expectations import ERRORS, apply_expectations
 from lakehouse.quality.metrics import QualityMetrics
 from lakehouse.quality.quarantine import RECORD_METADATA, read_record
-from lakehouse.runlog import RunLog, TableRun
+from lakehouse.runlog import RunLog, TableRun, log_batch
 from lakehouse.session import get_spark
 from lakehouse.tables import Lake
 
@@ -106,11 +108,18 @@ def replay_table(spark: SparkSession, lake: Lake, spec: TableSpec, runlog: RunLo
             read, still = checked.rows, checked.quarantined
             moved = read - still
             inserted = updated = 0
+            # one transaction id per selection, its seq the quarantine version taken: the same
+            # replay retried after a crash finds its upsert; a later replay has a newer version
+            app_id = f"lakehouse-replay-{selection.rule or '*'}-{selection.run_id or '*'}"
+            stamp = Stamp("replay", runlog.run_id, app_id, q_version or 0, tr.inputs)
             if moved:
-                tag = f"lakehouse:replay:{spec.name}:q{q_version}:{selection.rule or '*'}:{selection.run_id or '*'}"
-                inserted, updated, done = upsert_once(spark, lake, spec, checked.valid(), tag, extra)
+                inserted, updated, done = upsert_once(spark, lake, spec, checked.valid(), stamp, extra)
                 if done:  # an interrupted replay upserted these: finish its move, counted from its commit
                     log.info("%s: an interrupted replay already upserted these records; finishing the move", spec.name)
+                # the accounting of the move, before its second half (the quarantine MERGE): a
+                # replay killed between the two is finished by running it again, which skips both
+                # the upsert and this row (same transaction id)
+                log_batch(spark, lake, stamp, "replay", spec.name, f"replay-{app_id}-{q_version}", read, inserted, updated, still)
                 crash_point("replay.after_upsert", spec.name)
             if read:
                 verdicts = checked.df.select(Q_BATCH, Q_RECORD, F.col(ERRORS).alias("errors")).distinct()
@@ -156,18 +165,20 @@ def main(argv: Sequence[str] | None) -> int:
     p.add_argument("--table", required=True, help="the silver table, e.g. silver.transactions")
     p.add_argument("--rule", help="only records that broke this rule")
     p.add_argument("--from-run", dest="from_run", help="only records quarantined by this run id")
+    add_wait(p, 0.0)  # run by a person: beside a pipeline writing the table, it stops at once
     args = p.parse_args(argv)
     ctx = context("replay", args)
     spec = ctx.lake.spec(args.table)
     spark = get_spark(ctx.env, "lakehouse-replay", args.master)
     runlog = RunLog(spark, ctx.lake, "replay", ctx.run_id, args.run_date)
-    runlog.begin()
-    try:
-        tr = replay_table(spark, ctx.lake, spec, runlog, Selection(args.rule, args.from_run))
-    except Exception:
-        runlog.end("failed")
-        raise
-    runlog.end()
+    with leased(spark, ctx.lake, ctx.run_id, "replay", [spec.name], wait=args.wait):
+        runlog.begin()
+        try:
+            tr = replay_table(spark, ctx.lake, spec, runlog, Selection(args.rule, args.from_run))
+        except Exception as exc:
+            runlog.end("failed", f"{type(exc).__name__}: {exc}")
+            raise
+        runlog.end()
     print(
         f"{spec.name}: {tr.rows_read} record(s) replayed, {tr.rows_read - tr.rows_quarantined} moved to silver "
         f"({tr.rows_inserted} new, {tr.rows_updated} updated, {tr.rows_duplicate} duplicates), {tr.rows_quarantined} still in quarantine",

@@ -31,7 +31,8 @@ from pyspark.sql import functions as F
 from lakehouse.config import TableSpec
 from lakehouse.errors import PipelineError, QualityError
 from lakehouse.faults import crash_point
-from lakehouse.io import delta, fs
+from lakehouse.io import delta, delta_log, fs
+from lakehouse.io.delta_log import Stamp
 from lakehouse.io.stream import drain
 from lakehouse.logs import Laps
 from lakehouse.quality.constraints import ensure_constrained_table
@@ -40,7 +41,7 @@ from lakehouse.quality.drift import evolved_columns
 from lakehouse.quality.expectations import apply_expectations
 from lakehouse.quality.metrics import QualityMetrics
 from lakehouse.quality.quarantine import QUARANTINE_SCHEMA, RECORD_METADATA, quarantine_rows
-from lakehouse.runlog import RunLog, TableRun
+from lakehouse.runlog import RunLog, TableRun, log_batch
 from lakehouse.tables import Lake
 from lakehouse.transforms.dedup import latest_per_key
 from lakehouse.transforms.scd2 import scd2_chain
@@ -141,18 +142,19 @@ def upsert(spark: SparkSession, lake: Lake, spec: TableSpec, valid: DataFrame, e
 
 
 def upsert_once(
-    spark: SparkSession, lake: Lake, spec: TableSpec, valid: DataFrame, tag: str, extra: Sequence[str] = ()
+    spark: SparkSession, lake: Lake, spec: TableSpec, valid: DataFrame, stamp: Stamp, extra: Sequence[str] = ()
 ) -> tuple[int, int, bool]:
-    """:func:`upsert` in a commit tagged ``tag``, unless a commit with that tag is already there.
+    """:func:`upsert` in a commit carrying ``stamp``, unless the table has absorbed it already.
 
     That is how a step retried after a crash stays exactly-once: if an interrupted attempt's
-    upsert landed, it is not repeated and its counts are read from its commit. Returns
+    upsert landed (the table holds the stamp's transaction id, however many commits came after
+    it), it is not repeated and its counts are read from its commit. Returns
     ``(inserted, updated, already_done)``.
     """
-    done = delta.tagged_commit(spark, lake.path(spec.name), tag)
+    done = delta_log.absorbed(spark, lake.path(spec.name), stamp)
     if done is not None:
-        return done.get("numTargetRowsInserted", 0), done.get("numTargetRowsUpdated", 0), True
-    with delta.tagged(spark, tag):
+        return done.metrics.get("numTargetRowsInserted", 0), done.metrics.get("numTargetRowsUpdated", 0), True
+    with delta.stamped(spark, stamp):
         inserted, updated = upsert(spark, lake, spec, valid, extra)
     return inserted, updated, False
 
@@ -178,23 +180,12 @@ def transform_batch(spark: SparkSession, lake: Lake, spec: TableSpec, batch: Dat
     return typed, extra
 
 
-def write_quarantine(spark: SparkSession, qpath: str, rejected: DataFrame, count: int, table: str, run_id: str, key: str) -> None:
-    """Put one micro-batch's ``count`` rejected rows into the quarantine table, exactly once.
-
-    The commit is tagged with the batch key. A first attempt appends (nothing to write: no
-    commit); a retry whose earlier attempt committed (the tag is in the table's recent history)
-    replaces that attempt's rows instead, so a record is never left there by an attempt whose
-    verdict was superseded (a rule fixed between the attempts).
-    """
-    tag = f"lakehouse:quarantine:{table}:{key}"
-    retry = delta.tagged_commit(spark, qpath, tag) is not None
-    if not count and not retry:
-        return
-    rows = quarantine_rows(rejected, table, run_id, key)
-    if retry:
-        delta.replace_where_equals(rows, qpath, "batch_key", key, tag=tag)
-    else:
-        delta.append(rows, qpath, tag=tag)
+def write_quarantine(spark: SparkSession, qpath: str, rejected: DataFrame, count: int, table: str, stamp: Stamp, key: str) -> None:
+    """Put one micro-batch's ``count`` rejected rows into the quarantine table, exactly once: the
+    append carries the batch's stamp, so Delta skips it when an interrupted attempt's append
+    landed (the first attempt that commits wins, as for the MERGE beside it)."""
+    if count:
+        delta.append(quarantine_rows(rejected, table, stamp.run_id, key), qpath, stamp=stamp)
 
 
 def process_batch(
@@ -215,12 +206,15 @@ def process_batch(
         if read == 0:
             return
         valid, rejected = checked.valid(), checked.rejected()
-        # The quarantine rows and the MERGE go to two tables, each exactly once per batch (a
-        # retry finds its earlier attempt's commit by tag), so they are written side by side;
-        # the batch is done (and the stream moves on) only when both have landed.
-        key = f"{fs.stream_id(spark, lake.checkpoint('silver', spec.name))[:13]}-{batch_id}"
+        # The quarantine rows and the MERGE go to two tables, each exactly once per batch (both
+        # commits carry the batch's transaction id: a retry finds what an interrupted attempt
+        # committed), so they are written side by side; then the batch's accounting row; the
+        # batch is done (and the stream moves on) only when all three have landed.
+        stream = fs.stream_id(spark, lake.checkpoint("silver", spec.name))
+        key = f"{stream[:13]}-{batch_id}"
         valid_n = read - quarantined
         inserted = updated = 0
+        stamp = Stamp(spec.name, run_id, f"lakehouse-silver-{stream}", batch_id)
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="quarantine") as beside:
             q = beside.submit(
                 inheritable_thread_target(spark)(write_quarantine),
@@ -229,16 +223,17 @@ def process_batch(
                 rejected,
                 quarantined,
                 spec.name,
-                run_id,
+                Stamp(f"quarantine.{spec.short_name}", run_id, f"lakehouse-quarantine-{stream}", batch_id),
                 key,
             )
             if valid_n:
-                inserted, updated, done = upsert_once(spark, lake, spec, valid, f"lakehouse:{spec.name}:{key}", extra)
+                inserted, updated, done = upsert_once(spark, lake, spec, valid, stamp, extra)
                 if done:
                     log.info("%s: batch %d was merged by an interrupted run; counted from its commit", spec.name, batch_id)
             q.result()
         if valid_n:
             crash_point("silver.after_merge", spec.name)
+        log_batch(spark, lake, stamp, "pipeline", spec.name, key, read, inserted, updated, quarantined)
         laps.lap("merge and quarantine")
     finally:
         checked.unpersist()

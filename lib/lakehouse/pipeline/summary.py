@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from delta.tables import DeltaTable
@@ -32,27 +33,35 @@ def count(spark: SparkSession, path: str) -> int | None:
     return spark.read.format("delta").load(path).count() if delta.is_delta(spark, path) else None
 
 
-def reconcile(spark: SparkSession, lake: Lake) -> list[Reconciliation]:
-    """Compare bronze rows with silver rows + quarantined rows + duplicates counted by all runs."""
-    runlog = lake.ops_path("run_log")
+def reconcile(spark: SparkSession, lake: Lake, tables: Sequence[str] | None = None) -> list[Reconciliation]:
+    """Compare bronze rows with silver rows + quarantined rows + duplicates, for every silver
+    table (or the named ones). Duplicates are summed from ``ops.batch_log``, which every
+    micro-batch and replay writes exactly once, inside the batch."""
+    batches = lake.ops_path("batch_log")
     dups: dict[str, int] = {}
-    if delta.is_delta(spark, runlog):
-        for r in (
-            spark.read.format("delta")
-            .load(runlog)
-            .where(F.col("table").startswith("silver."))
-            .groupBy("table")
-            .agg(F.sum("rows_duplicate").alias("d"))
-            .collect()
-        ):
+    if delta.is_delta(spark, batches):
+        for r in spark.read.format("delta").load(batches).groupBy("table").agg(F.sum("rows_duplicate").alias("d")).collect():
             dups[r["table"]] = int(r["d"] or 0)
     out = []
     for spec in lake.layer("silver"):
+        if tables is not None and spec.name not in tables:
+            continue
         bronze = count(spark, lake.path(spec.upstream[0])) or 0
         silver = count(spark, lake.path(spec.name)) or 0
         quarantined = count(spark, lake.quarantine_path(spec.name)) or 0
         out.append(Reconciliation(spec.name, bronze, silver, quarantined, dups.get(spec.name, 0)))
     return out
+
+
+def mismatches(recon: Sequence[Reconciliation]) -> str | None:
+    """One line naming every table that does not reconcile and by how many rows; None if all do."""
+    bad = [
+        f"{r.table}: bronze {r.bronze} != silver {r.silver} + quarantined {r.quarantined} + duplicates {r.duplicates} "
+        f"({r.bronze - r.silver - r.quarantined - r.duplicates:+d} rows)"
+        for r in recon
+        if not r.ok
+    ]
+    return "; ".join(bad) if bad else None
 
 
 def table_stats(spark: SparkSession, lake: Lake) -> list[tuple[str, int | None, int, int, int | None]]:

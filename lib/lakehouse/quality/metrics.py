@@ -37,7 +37,7 @@ class QualityMetrics:
 
     def rows(self, run_id: str, job: str, run_date: date, table: str, results: Iterable[RuleResult]) -> list[Row]:
         """The metrics rows of one table's rule results in one run."""
-        now = datetime.now(timezone.utc).replace(tzinfo=None)
+        now = datetime.now(timezone.utc)
         return [
             Row(
                 run_id=run_id,

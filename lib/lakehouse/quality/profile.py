@@ -151,7 +151,7 @@ def profile_table(spark: SparkSession, lake: Lake, table: str, run_id: str, max_
     df = spark.read.format("delta").load(lake.path(table))
     df = df.drop(*[c for c in df.columns if c.startswith("_")])
     profiles, outliers = profile_frame(df, spec.keys)
-    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    now = datetime.now(timezone.utc)
     rows = [
         Row(
             run_id=run_id,
@@ -328,7 +328,7 @@ def anomalies(
 
 
 def write_alerts(spark: SparkSession, lake: Lake, run_id: str, alerts: list[Alert]) -> None:
-    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    now = datetime.now(timezone.utc)
     rows = [
         Row(
             run_id=run_id,
