@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -271,3 +272,20 @@ def test_missing_raw_folder_and_empty_batch_fail_clearly(spark: SparkSession, tm
     assert not delta.is_delta(spark, lake.path("bronze.transactions"))
     with pytest.raises(PipelineError, match="upstream bronze.transactions has no Delta table"):
         silver.build_table(spark, lake, lake.spec("silver.transactions"), runlog)
+
+
+def test_a_source_with_nothing_delivered_yet_is_skipped_or_if_required_stops_the_run(spark: SparkSession, tmp_path: Path) -> None:
+    env = env_for(tmp_path)
+    lake = Lake(env, load_tables(CONF))
+    generate_raw_zone(spark, GeneratorParams(scale=0.005, days=1), env.paths.raw, env.paths.truth)
+    shutil.rmtree(Path(env.paths.raw) / "chargebacks")  # declared, never delivered
+    pick = "bronze.customers,bronze.chargebacks,silver.customers,silver.chargebacks"
+    assert pipeline_main(["--conf", f"lake_root={tmp_path}", "--no-summary", "--layers", "bronze,silver", "--tables", pick]) == 0
+    made = {n: delta.is_delta(spark, lake.path(n)) for n in pick.split(",")}
+    assert made == {"bronze.customers": True, "bronze.chargebacks": False, "silver.customers": True, "silver.chargebacks": False}
+    spec = lake.spec("bronze.chargebacks")
+    assert spec.source is not None
+    required = dataclasses.replace(spec, source=dataclasses.replace(spec.source, required=True))
+    strict = Lake(env, MappingProxyType({**lake.specs, spec.name: required}))
+    with pytest.raises(SourceError, match=r"bronze.chargebacks: nothing delivered to .*/raw/chargebacks yet and the source is required"):
+        bronze.undelivered(spark, strict, None)

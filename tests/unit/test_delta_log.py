@@ -45,6 +45,7 @@ def test_the_log_reader_agrees_with_describe_history(spark: SparkSession, tmp_pa
     assert delta_log.txn_version(spark, path, "other") is None
     assert delta_log.last_metrics(spark, path)["numTargetRowsInserted"] == 1
     assert delta_log.latest_stamp(spark, path, "test.t").stamp == stamp
+    assert delta_log.files(spark, path).count() == DeltaTable.forPath(spark, path).detail().first().numFiles
     # the session settings a stamped DML used are gone after it
     assert spark.conf.get("spark.databricks.delta.write.txnAppId", None) is None
     assert spark.conf.get("spark.databricks.delta.commitInfo.userMetadata", None) is None

@@ -31,7 +31,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 
 from lakehouse.errors import PipelineError
 from lakehouse.io import fs
@@ -62,6 +62,31 @@ def version(spark: SparkSession, path: str) -> int | None:
     (200-500 ms here), and a pipeline run asks this about a hundred times."""
     v = int(snapshot(spark, path).version())
     return None if v < 0 else v
+
+
+def files(spark: SparkSession, path: str) -> DataFrame:
+    """The current version's data files as the log lists them (``path``, ``partitionValues``,
+    ``size``, ``stats``, ...): no listing of the storage."""
+    return DataFrame(snapshot(spark, path).allFiles().toDF(), spark)
+
+
+def recompute_stats(spark: SparkSession, path: str) -> None:
+    """Recompute every file's data-skipping statistics in one ``COMPUTE STATS`` commit.
+
+    Open-source Delta has no ``ANALYZE TABLE ... COMPUTE DELTA STATISTICS`` (Databricks only)
+    and no ANALYZE for its v2 tables; this calls the recomputation Delta's own tests use
+    (``StatisticsCollection.recompute``, with its default arguments: no partition filter, every
+    file)."""
+    jvm = spark.sparkContext._jvm  # type: ignore[attr-defined]
+    log_ = jvm.org.apache.spark.sql.delta.DeltaLog.forTable(spark._jsparkSession, path)  # type: ignore[attr-defined]
+    collection = getattr(getattr(jvm.org.apache.spark.sql.delta.stats, "StatisticsCollection$"), "MODULE$")
+    collection.recompute(
+        spark._jsparkSession,  # type: ignore[attr-defined]
+        log_,
+        jvm.scala.Option.empty(),
+        getattr(collection, "recompute$default$4")(),
+        getattr(collection, "recompute$default$5")(),
+    )
 
 
 def txn_version(spark: SparkSession, path: str, app_id: str) -> int | None:

@@ -214,3 +214,18 @@ def list_names(spark: SparkSession, uri: str) -> list[str]:
     if local is not None:
         return sorted(os.listdir(local)) if os.path.isdir(local) else []
     return sorted(name for name, is_dir, _ in list_dir(spark, uri) if not is_dir)
+
+
+def count_files(spark: SparkSession, uri: str, suffix: str, exclude: tuple[str, ...] = ()) -> int:
+    """Files under a folder, recursively, whose name ends with ``suffix`` and whose path holds
+    none of ``exclude``."""
+    fs, path = _fs_path(spark, uri)
+    if not fs.exists(path):
+        return 0
+    it = fs.listFiles(path, True)
+    n = 0
+    while it.hasNext():
+        p = it.next().getPath().toString()
+        if p.endswith(suffix) and not any(x in p for x in exclude):
+            n += 1
+    return n

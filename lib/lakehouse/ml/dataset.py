@@ -23,7 +23,7 @@ from pyspark.sql import functions as F
 from lakehouse.errors import PipelineError
 from lakehouse.features.labels import fraud_labels
 from lakehouse.features.payments import transaction_features
-from lakehouse.io import delta
+from lakehouse.io import delta, fs
 from lakehouse.ml.spec import ModelSpec
 from lakehouse.tables import Lake
 
@@ -149,13 +149,10 @@ def training_set(
 def oracle_scores(spark: SparkSession, lake: Lake) -> DataFrame | None:
     """The generator's true fraud probability per payment (``truth/fraud_labels``), if present."""
     path = f"{lake.env.paths.truth}/fraud_labels"
-    try:
-        return spark.read.parquet(path).select("transaction_id", F.col("fraud_probability").alias("oracle_score"))
-    except Exception as exc:  # noqa: BLE001 - a lake not made by the generator has no truth
-        if "PATH_NOT_FOUND" in str(exc) or "does not exist" in str(exc):
-            log.info("no generator truth at %s: the oracle's AUC is not reported", path)
-            return None
-        raise
+    if not fs.exists(spark, path):  # a lake not made by the generator has no truth
+        log.info("no generator truth at %s: the oracle's AUC is not reported", path)
+        return None
+    return spark.read.parquet(path).select("transaction_id", F.col("fraud_probability").alias("oracle_score"))
 
 
 def export_sample(

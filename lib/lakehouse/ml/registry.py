@@ -77,11 +77,13 @@ def version_of(name: str, alias: str) -> Any | None:
     from mlflow.exceptions import MlflowException
 
     try:
-        return client().get_model_version_by_alias(name, alias)
+        model = client().get_registered_model(name)
     except MlflowException as exc:
-        if "RESOURCE_DOES_NOT_EXIST" in str(exc.error_code) or "not found" in str(exc).lower() or "alias" in str(exc).lower():
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":  # no such model registered yet
             return None
         raise
+    version = (model.aliases or {}).get(alias)
+    return None if version is None else client().get_model_version(name, version)
 
 
 def set_alias(name: str, alias: str, version: str | int) -> None:

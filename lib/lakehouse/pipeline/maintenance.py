@@ -28,12 +28,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from delta.tables import DeltaTable
+from pyspark.errors import PySparkException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from lakehouse.cli import context, parser
 from lakehouse.errors import PipelineError
-from lakehouse.io import delta
+from lakehouse.io import delta, delta_log, fs
 from lakehouse.session import get_spark
 from lakehouse.tables import OPS_TABLES, Lake
 
@@ -85,7 +86,7 @@ def file_stats(spark: SparkSession, path: str) -> tuple[int, int]:
 
 def _files(spark: SparkSession, path: str) -> DataFrame:
     """The current version's files (path, partitionValues, size, stats, ...) from the Delta log."""
-    return DataFrame(delta.snapshot(spark, path).allFiles().toDF(), spark)
+    return delta_log.files(spark, path)
 
 
 def _literal(value: str | None) -> str:
@@ -134,16 +135,7 @@ def vacuum(spark: SparkSession, path: str, hours: int) -> int:
 
 def _data_files(spark: SparkSession, path: str) -> int:
     """Data files under the table's folder (referenced or not; the log excluded)."""
-    jvm = spark.sparkContext._jvm  # type: ignore[attr-defined]
-    hpath = jvm.org.apache.hadoop.fs.Path(path)
-    fs = hpath.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())  # type: ignore[attr-defined]
-    it = fs.listFiles(hpath, True)
-    n = 0
-    while it.hasNext():
-        p = it.next().getPath().toString()
-        if "/_delta_log/" not in p and "/_change_data/" not in p and p.endswith(".parquet"):
-            n += 1
-    return n
+    return fs.count_files(spark, path, ".parquet", exclude=("/_delta_log/", "/_change_data/"))
 
 
 def refresh_stats(spark: SparkSession, path: str) -> int:
@@ -156,19 +148,10 @@ def refresh_stats(spark: SparkSession, path: str) -> int:
     no ANALYZE for its v2 tables; this calls the same recomputation Delta's own tests use
     (``StatisticsCollection.recompute``), which commits a ``COMPUTE STATS`` version.
     """
-    jvm = spark.sparkContext._jvm  # type: ignore[attr-defined]
-    log_ = jvm.org.apache.spark.sql.delta.DeltaLog.forTable(spark._jsparkSession, path)  # type: ignore[attr-defined]
     files = _files(spark, path)
     missing = files.where(F.col("stats").isNull() | ~F.col("stats").contains('"numRecords"')).count()
     if missing:
-        collection = getattr(getattr(jvm.org.apache.spark.sql.delta.stats, "StatisticsCollection$"), "MODULE$")
-        collection.recompute(
-            spark._jsparkSession,  # type: ignore[attr-defined]
-            log_,
-            jvm.scala.Option.empty(),
-            getattr(collection, "recompute$default$4")(),  # no partition filter
-            getattr(collection, "recompute$default$5")(),  # every file
-        )
+        delta_log.recompute_stats(spark, path)
     return int(missing)
 
 
@@ -185,8 +168,8 @@ def maintain(
     m.compacted_files, m.retries = delta.retry_on_conflict(lambda: optimize(spark, path, zorder_by), f"{name}: OPTIMIZE", attempts)
     try:
         m.vacuumed_files = vacuum(spark, path, retention_hours)
-    except Exception as exc:
-        if "retentionDurationCheck" in str(exc) or "DELTA_VACUUM_RETENTION" in str(exc):
+    except PySparkException as exc:
+        if (exc.getCondition() or "").startswith("DELTA_VACUUM_RETENTION"):
             raise PipelineError(
                 f"{name}: VACUUM with {retention_hours} hours of retention refused: it is shorter than the table's "
                 "delta.deletedFileRetentionDuration (readers of older versions would lose files); raise retention_hours "
