@@ -313,6 +313,20 @@ def sql_in(column: str, values: Sequence[date | int]) -> str:
     return f"{column} IN ({', '.join(parts)})"
 
 
+def replace_where_equals(df: DataFrame, path: str, column: str, value: str, stamp: Stamp | None = None) -> None:
+    """Atomically replace the rows with ``column = value`` by ``df`` (which may be empty);
+    ``stamp`` as in :func:`append`.
+
+    ``value`` must be a plain token (letters, digits, ``-_:.``): it is written into the predicate.
+    """
+    import re
+
+    if not column.isidentifier() or not re.fullmatch(r"[A-Za-z0-9_.:-]+", value):
+        raise PipelineError(f"replaceWhere {column} = {value!r}: not a plain column and token")
+    w = _stamp_options(df.write.format("delta").mode("overwrite").option("replaceWhere", f"{column} = '{value}'"), stamp)
+    retry_on_conflict(lambda: w.save(path), f"replaceWhere on {path}")
+
+
 def replace_values(
     spark: SparkSession,
     df: DataFrame,

@@ -180,12 +180,24 @@ def transform_batch(spark: SparkSession, lake: Lake, spec: TableSpec, batch: Dat
     return typed, extra
 
 
-def write_quarantine(spark: SparkSession, qpath: str, rejected: DataFrame, count: int, table: str, stamp: Stamp, key: str) -> None:
-    """Put one micro-batch's ``count`` rejected rows into the quarantine table, exactly once: the
-    append carries the batch's stamp, so Delta skips it when an interrupted attempt's append
-    landed (the first attempt that commits wins, as for the MERGE beside it)."""
-    if count:
-        delta.append(quarantine_rows(rejected, table, stamp.run_id, key), qpath, stamp=stamp)
+def write_quarantine(
+    spark: SparkSession, qpath: str, rejected: DataFrame, count: int, table: str, stamp: Stamp, key: str, redo: bool = False
+) -> None:
+    """Put one micro-batch's ``count`` rejected rows into the quarantine table, exactly once.
+
+    A first attempt appends them with the batch's stamp (nothing rejected: no commit). A retry
+    whose earlier attempt's append landed (``redo``: the table holds the stamp's transaction id)
+    replaces that attempt's rows by its own, on the batch key, so no record stays in quarantine
+    from an attempt whose verdict was superseded (a transform or rule fixed between attempts: its
+    MERGE failed, the quarantine append beside it had landed). The replace carries the stamp's
+    metadata but not its transaction id, which Delta would skip as already written; so it is
+    made before the batch's MERGE sets its own transaction id on the session.
+    """
+    rows = quarantine_rows(rejected, table, stamp.run_id, key)
+    if redo:
+        delta.replace_where_equals(rows, qpath, "batch_key", key, stamp=Stamp(stamp.step, stamp.run_id))
+    elif count:
+        delta.append(rows, qpath, stamp=stamp)
 
 
 def process_batch(
@@ -215,22 +227,26 @@ def process_batch(
         valid_n = read - quarantined
         inserted = updated = 0
         stamp = Stamp(spec.name, run_id, f"lakehouse-silver-{stream}", batch_id)
+        qpath, qstamp = (
+            lake.quarantine_path(spec.name),
+            Stamp(f"quarantine.{spec.short_name}", run_id, f"lakehouse-quarantine-{stream}", batch_id),
+        )
+        redo = delta_log.absorbed(spark, qpath, qstamp) is not None
+        if redo:  # an interrupted attempt's rejects are there: replaced first, alone (see write_quarantine)
+            log.info("%s: batch %d's quarantine rows were written by an interrupted run; replaced by this attempt's", spec.name, batch_id)
+            write_quarantine(spark, qpath, rejected, quarantined, spec.name, qstamp, key, redo=True)
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="quarantine") as beside:
-            q = beside.submit(
-                inheritable_thread_target(spark)(write_quarantine),
-                spark,
-                lake.quarantine_path(spec.name),
-                rejected,
-                quarantined,
-                spec.name,
-                Stamp(f"quarantine.{spec.short_name}", run_id, f"lakehouse-quarantine-{stream}", batch_id),
-                key,
-            )
+            q = None
+            if not redo:
+                q = beside.submit(
+                    inheritable_thread_target(spark)(write_quarantine), spark, qpath, rejected, quarantined, spec.name, qstamp, key
+                )
             if valid_n:
                 inserted, updated, done = upsert_once(spark, lake, spec, valid, stamp, extra)
                 if done:
                     log.info("%s: batch %d was merged by an interrupted run; counted from its commit", spec.name, batch_id)
-            q.result()
+            if q is not None:
+                q.result()
         if valid_n:
             crash_point("silver.after_merge", spec.name)
         log_batch(spark, lake, stamp, "pipeline", spec.name, key, read, inserted, updated, quarantined)
