@@ -36,12 +36,26 @@ def count(spark: SparkSession, path: str) -> int | None:
 def reconcile(spark: SparkSession, lake: Lake, tables: Sequence[str] | None = None) -> list[Reconciliation]:
     """Compare bronze rows with silver rows + quarantined rows + duplicates, for every silver
     table (or the named ones). Duplicates are summed from ``ops.batch_log``, which every
-    micro-batch and replay writes exactly once, inside the batch."""
-    batches = lake.ops_path("batch_log")
+    micro-batch and replay writes exactly once, inside the batch (and, for a lake older than it,
+    from the run-log rows of the runs before its first row)."""
+    batches, runlog = lake.ops_path("batch_log"), lake.ops_path("run_log")
     dups: dict[str, int] = {}
+    first = None
     if delta.is_delta(spark, batches):
-        for r in spark.read.format("delta").load(batches).groupBy("table").agg(F.sum("rows_duplicate").alias("d")).collect():
+        rows = (
+            spark.read.format("delta").load(batches).groupBy("table").agg(F.sum("rows_duplicate").alias("d"), F.min("logged_at").alias("t"))
+        )
+        for r in rows.collect():
             dups[r["table"]] = int(r["d"] or 0)
+            first = r["t"] if first is None or r["t"] < first else first
+    if delta.is_delta(spark, runlog):
+        # a lake older than ops.batch_log: its runs' duplicates are in the run log only (a run of
+        # this version writes its batches' rows before its run-log row, so only older ones count)
+        legacy = spark.read.format("delta").load(runlog).where(F.col("table").startswith("silver."))
+        if first is not None:
+            legacy = legacy.where(F.col("ended_at") < F.lit(first))
+        for r in legacy.groupBy("table").agg(F.sum("rows_duplicate").alias("d")).collect():
+            dups[r["table"]] = dups.get(r["table"], 0) + int(r["d"] or 0)
     out = []
     for spec in lake.layer("silver"):
         if tables is not None and spec.name not in tables:
