@@ -14,7 +14,14 @@ import signal
 
 log = logging.getLogger(__name__)
 
-POINTS = ("bronze.after_append", "silver.after_merge", "gold.after_write", "replay.after_upsert")
+POINTS = (
+    "bronze.after_append",
+    "silver.after_merge",
+    "gold.after_write",
+    "replay.after_upsert",
+    "score.after_write",
+    "monitor.after_metrics",
+)
 
 
 def crash_point(name: str, table: str | None = None) -> None:

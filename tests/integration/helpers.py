@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Sequence
 
 from pyspark.sql import DataFrame, SparkSession
 
 from lakehouse.io import delta
 from lakehouse.tables import Lake
+from tests.conftest import REPO
 
 
 def broken_transactions(batch: DataFrame, fx_rates: DataFrame, reporting_currency: str = "EUR") -> DataFrame:
@@ -79,3 +83,12 @@ def accounting(spark: SparkSession, lake: Lake) -> dict[str, dict[str, int]]:
         for s in SOURCES
         for r in [recon[f"silver.{s}"]]
     }
+
+
+def sigkilled(point: str, job: str, *args: str) -> None:
+    """Run ``jobs/<job>.py args`` in its own process with ``LAKEHOUSE_FAULT=point``
+    (:mod:`lakehouse.faults`); it must die there by SIGKILL."""
+    env = {**os.environ, "LAKEHOUSE_FAULT": point, "SPARK_LOCAL_IP": "127.0.0.1"}
+    cmd = [sys.executable, f"jobs/{job}.py", *args, "--conf", "spark.sql.shuffle.partitions=2"]
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == -9, f"{point}: expected SIGKILL, got {done.returncode}\n{done.stderr[-3000:]}"

@@ -19,9 +19,6 @@ The lakes hold the tables of ``helpers.WITHOUT_FEATURES`` (no feature tables).
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -36,8 +33,8 @@ from lakehouse.pipeline.replay import main as replay_main
 from lakehouse.pipeline.runner import main as pipeline_main
 from lakehouse.pipeline.summary import reconcile
 from lakehouse.tables import Lake
-from tests.conftest import CONF, REPO, env_for
-from tests.integration.helpers import WITHOUT_FEATURES, all_tables, full_recompute, restricted
+from tests.conftest import CONF, env_for
+from tests.integration.helpers import WITHOUT_FEATURES, all_tables, full_recompute, restricted, sigkilled
 
 pytestmark = pytest.mark.integration
 
@@ -58,12 +55,8 @@ def replay(root: Path, raw: Path) -> None:
 
 def killed(root: Path, raw: Path, point: str, job: str, *args: str) -> None:
     """Run a job in its own process with LAKEHOUSE_FAULT set; it must die by SIGKILL."""
-    extra = ["--no-summary"] if job == "pipeline" else []
-    env = {**os.environ, "LAKEHOUSE_FAULT": point, "SPARK_LOCAL_IP": "127.0.0.1"}
-    args = tuple(restricted(args, WITHOUT_FEATURES)) if job == "pipeline" else args
-    cmd = [sys.executable, f"jobs/{job}.py", *conf_args(root, raw), *extra, *args, "--conf", "spark.sql.shuffle.partitions=2"]
-    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == -9, f"{point}: expected SIGKILL, got {done.returncode}\n{done.stderr[-3000:]}"
+    extra = ["--no-summary", *restricted(args, WITHOUT_FEATURES)] if job == "pipeline" else [*args]
+    sigkilled(point, job, *conf_args(root, raw), *extra)
 
 
 def busy_writer(spark: SparkSession, path: str, commits: int) -> None:

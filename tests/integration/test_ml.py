@@ -23,11 +23,11 @@ from lakehouse.config import load_tables
 from lakehouse.errors import PipelineError
 from lakehouse.features.labels import fraud_labels
 from lakehouse.features.payments import age_band, customers_as_of, transaction_features
-from lakehouse.io import delta
+from lakehouse.io import delta, delta_log
 from lakehouse.ml import registry
 from lakehouse.ml.card import write_card
 from lakehouse.ml.dataset import export_sample, training_set
-from lakehouse.ml.jobs import score_main
+from lakehouse.ml.jobs import monitor_main, score_main
 from lakehouse.ml.lifecycle import _candidate, min_ratio, train_and_register
 from lakehouse.ml.monitor import fairness
 from lakehouse.ml.monitoring import BASELINE_ARTIFACT, alerts_path, metrics_path, monitor
@@ -41,7 +41,7 @@ from lakehouse.runlog import RunLog, new_run_id
 from lakehouse.tables import Lake
 from tests.conftest import CONF, env_for
 from tests.integration import test_pipeline as tp
-from tests.integration.helpers import FOR_THE_MODEL
+from tests.integration.helpers import FOR_THE_MODEL, sigkilled
 
 pytestmark = pytest.mark.integration
 
@@ -64,6 +64,20 @@ def ml(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     spec = dataclasses.replace(load_model_spec(CONF, "fraud"), maturity_days=10, warmup_days=5, training_days=30, validation_days=10)
     registry.configure(env)
     yield MlLake(b, spec)
+
+
+def _conf_with_spec(spec: ModelSpec, tmp_path: Path) -> str:
+    """A copy of conf/ whose model file has the test's shorter label maturity (for a job run in
+    its own process, which reads the model from its files)."""
+    import shutil
+
+    conf = tmp_path / "conf"
+    shutil.copytree(CONF, conf)
+    model = conf / "models" / "fraud.yaml"
+    text = model.read_text()
+    assert "maturity_days: 30" in text
+    model.write_text(text.replace("maturity_days: 30", f"maturity_days: {spec.maturity_days}"))
+    return str(conf)
 
 
 def _runlog(spark: SparkSession, lake: Lake) -> RunLog:
@@ -149,12 +163,23 @@ def test_batch_scoring_scores_every_payment_once(spark: SparkSession, ml: MlLake
     ml.built.params = dataclasses.replace(ml.built.params, days=ml.built.params.days + 1)
     generate_raw_zone(spark, ml.built.params, ml.built.env.paths.raw, ml.built.env.paths.truth)
     tp.run_pipeline(ml.built)
-    n_before = preds.count()
+    n_before, v_before = preds.count(), delta.version(spark, path)
+    # killed right after its commit, before the run log: the rerun finds the commit's stamp and
+    # scores nothing twice (a crash here once meant scoring the day again from the run log)
+    name = f"ml.{ml.spec.name}_predictions"
+    sigkilled(f"score.after_write:{name}", "score", "--conf", f"lake_root={ml.built.root}")
+    wrote = delta_log.latest_stamp(spark, path, name)
+    assert wrote.version == v_before + 1  # (then auto compaction may commit too)
+    v_killed, killed_run = delta.version(spark, path), wrote.stamp.run_id
     assert score_main(["--conf", f"lake_root={ml.built.root}"]) == 0
+    assert delta.version(spark, path) == v_killed  # the rerun had nothing left to write
     after = spark.read.format("delta").load(path)
     new_tx = spark.read.format("delta").load(lake.path("silver.transactions")).count()
     assert (n_before, after.count()) == (n_tx, new_tx)
     assert after.groupBy("transaction_id").count().where("count > 1").count() == 0
+    # the run that wrote that commit is recorded as abandoned (by the rerun, which took its lease over)
+    log = spark.read.format("delta").load(lake.ops_path("run_log")).where(F.col("run_id") == killed_run).where("table = '*'")
+    assert sorted(r.status for r in log.collect()) == ["abandoned", "started"]
 
 
 def test_a_scikit_learn_model_from_a_notebook_is_scored_by_the_batch_job(spark: SparkSession, ml: MlLake, tmp_path: Path) -> None:
@@ -343,11 +368,26 @@ def test_monitoring_writes_drift_performance_fairness_and_alerts_once(spark: Spa
     assert len(alert_rows) == len(report.alerts)
     for a in alert_rows:
         assert a["message"] == alert_message(a.asDict()), a
-    # again: the same days are replaced, not appended
+    # killed between its two writes while measuring other days (its clock a day earlier), then run
+    # again through the job: the days measured again are replaced, not appended, and the alerts
+    # are exactly the metrics over a bound, those of the killed run's extra days included
     before = metrics.drop("computed_at")
-    monitor(spark, lake, ml.spec, days=7)
+    conf = _conf_with_spec(ml.spec, tmp_path)
+    args = ["--conf-dir", conf, "--conf", f"lake_root={ml.built.root}"]
+    v_alerts = delta.version(spark, alerts_path(lake, ml.spec))
+    earlier = (report.clock - timedelta(days=1)).isoformat()
+    sigkilled(f"monitor.after_metrics:ml.{ml.spec.name}_monitoring", "monitor", *args, "--as-of", earlier)
+    assert delta.version(spark, alerts_path(lake, ml.spec)) == v_alerts
+    assert monitor_main(args) == 0
     after = spark.read.format("delta").load(metrics_path(lake, ml.spec)).drop("computed_at")
-    assert_df_equality(after, before, ignore_row_order=True, ignore_nullable=True)
+    keys = ["kind", "period_start", "period_end", "subject", "metric"]
+    again = after.join(before.select(keys), keys, "left_semi").select(*before.columns)
+    assert_df_equality(again, before, ignore_row_order=True, ignore_nullable=True)
+    extra = {(r.kind, r.period_end) for r in after.join(before.select(keys), keys, "left_anti").select("kind", "period_end").collect()}
+    assert extra == {("drift", d0 - timedelta(days=1)), ("performance", m0 - timedelta(days=1))}
+    alerts = spark.read.format("delta").load(alerts_path(lake, ml.spec))
+    metrics_now = spark.read.format("delta").load(metrics_path(lake, ml.spec))
+    assert_df_equality(alerts.drop("message"), metrics_now.where("alert"), ignore_row_order=True, ignore_nullable=True)
     # a model with no training profile (the notebook's scikit-learn model) gets a clear error
     byo = dataclasses.replace(ml.spec, name="payments_fraud_sklearn")
     with pytest.raises(PipelineError, match="payments_fraud_sklearn version 1 .* has no baseline.json"):

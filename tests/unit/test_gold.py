@@ -293,3 +293,24 @@ def test_time_travel_to_the_last_runs_inputs_only_within_the_retention(spark: Sp
     assert not readable(spark, lake, {"silver.fx_rates": 1})  # no such commit (or its log is cleaned up)
     short = Lake(env_for(tmp_path, "maintenance.retention_hours=1"), lake.specs)
     assert not readable(spark, short, {"silver.fx_rates": 0})  # within the hour's margin of VACUUM
+
+
+def test_mismatched_keys_compare_whole_rows_nulls_and_nested_values_included(spark: SparkSession) -> None:
+    from lakehouse.pipeline.gold import mismatched_keys
+
+    schema = "customer_id string, frequency bigint, last date, spend array<struct<category:string,spend:decimal(18,2)>>"
+    row = ("C1", 2, date(2026, 1, 2), [("books", Decimal("5.00"))])
+    recount = spark.createDataFrame([row, ("C2", 1, None, []), ("C3", 1, None, [])], schema)
+    stored = spark.createDataFrame(
+        [
+            row,  # equal
+            ("C2", 1, None, []),  # equal, with a null on both sides
+            ("C3", 1, date(2026, 1, 1), []),  # a null recounted, a value stored
+            ("C4", 1, None, []),  # stored only
+        ],
+        schema,
+    )
+    assert sorted(r.customer_id for r in mismatched_keys(stored, recount, ["customer_id"]).collect()) == ["C3", "C4"]
+    nested = spark.createDataFrame([("C1", 2, date(2026, 1, 2), [("books", Decimal("5.01"))])], schema)
+    assert [r.customer_id for r in mismatched_keys(nested, recount.limit(1), ["customer_id"]).collect()] == ["C1"]
+    assert mismatched_keys(recount, recount, ["customer_id"]).count() == 0

@@ -221,3 +221,16 @@ def absorbed(spark: SparkSession, path: str, stamp: Stamp) -> Commit | None:
         "commit is no longer in the log (cleaned up after delta.logRetentionDuration): its row counts cannot be read; "
         "nothing was written twice"
     )
+
+
+def next_stamp(
+    spark: SparkSession, path: str, step: str, run_id: str, app_id: str, inputs: Mapping[str, int]
+) -> tuple[dict[str, int] | None, Stamp]:
+    """For a writer that absorbs its inputs step by step (gold, scoring): the input versions its
+    newest stamped commit absorbed (None: no commit yet, a full build) and the stamp of its next
+    write, whose ``seq`` follows the table's transaction id for ``app_id`` (what Delta compares: a
+    second run that computed the same step is skipped by Delta, not written twice)."""
+    prior = latest_stamp(spark, path, step) if version(spark, path) is not None else None
+    last = dict(prior.stamp.inputs) if prior is not None and prior.stamp is not None else None
+    have = txn_version(spark, path, app_id)
+    return last, Stamp(step, run_id, app_id, 0 if have is None else have + 1, dict(inputs))

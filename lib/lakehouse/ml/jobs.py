@@ -89,6 +89,7 @@ def monitor_main(argv: Sequence[str] | None) -> int:
     p.add_argument("--model", default="fraud", help="conf/models/<model>.yaml (default fraud)")
     p.add_argument("--days", type=int, default=7, help="days of drift (the latest) and of matured labels measured (default 7)")
     p.add_argument("--as-of", type=_as_of, help="the lake's clock (default: the latest payment in silver)")
+    add_wait(p, 0.0)
     args = p.parse_args(argv)
     if args.days < 1:
         p.error(f"--days {args.days} is not a positive number of days")
@@ -96,7 +97,15 @@ def monitor_main(argv: Sequence[str] | None) -> int:
     spec = load_model_spec(args.conf_dir, args.model)
     spark = get_spark(ctx.env, "lakehouse-monitor", args.master)
     registry.configure(ctx.env)
-    report = monitor(spark, ctx.lake, spec, args.days, args.as_of)
+    runlog = RunLog(spark, ctx.lake, "monitor", ctx.run_id, args.run_date)
+    with leased(spark, ctx.lake, ctx.run_id, "monitor", [f"ml.{spec.name}_monitoring", f"ml.{spec.name}_alerts"], wait=args.wait):
+        runlog.begin()
+        try:
+            report = monitor(spark, ctx.lake, spec, args.days, args.as_of, run_id=ctx.run_id)
+        except Exception as exc:
+            runlog.end("failed", f"{type(exc).__name__}: {exc}")
+            raise
+        runlog.end()
     print(report.summary(), flush=True)
     return 0
 

@@ -15,8 +15,11 @@ Each run looks at two periods of the lake's own clock (its latest payment):
 
 Payments count with the scores and decisions the predictions table holds for them (what the
 model decided then), for the champion's version. Metrics go to ``<tables>/ml/<model>_monitoring``,
-alerts (the metric rows over a bound, with a sentence) to ``<tables>/ml/<model>_alerts``; a run
-replaces the rows of the days it measured, so running it again changes nothing.
+alerts (the metric rows over a bound, with a sentence) to ``<tables>/ml/<model>_alerts``. A run
+replaces the metrics of the days it measured (running it again changes nothing), then rewrites
+the alerts from the metrics table: a run killed between the two leaves no alert that the metrics
+disagree with once the next run is done. The job holds a lease on both tables (a second monitor
+run stops with the first one's name, or waits with ``--wait``).
 
 Example (a notebook)::
 
@@ -35,16 +38,20 @@ from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql.types import StructType
 
 from lakehouse.errors import PipelineError
+from lakehouse.faults import crash_point
 from lakehouse.features.labels import fraud_labels
 from lakehouse.features.payments import age_band, customers_as_of, transaction_features
 from lakehouse.io import delta
+from lakehouse.io.delta_log import Stamp
 from lakehouse.ml import registry
 from lakehouse.ml.dataset import lake_clock, read_pinned
 from lakehouse.ml.monitor import auc_by, drift_from, fairness
 from lakehouse.ml.score import predictions_path
 from lakehouse.ml.spec import ModelSpec
+from lakehouse.runlog import new_run_id
 from lakehouse.tables import Lake
 
 log = logging.getLogger(__name__)
@@ -252,19 +259,34 @@ def message(m: dict[str, Any]) -> str:
     )
 
 
-def _replace(spark: SparkSession, path: str, schema: str, rows: list[dict], cond: str) -> None:
+def _replace(spark: SparkSession, path: str, schema: str, rows: list[dict] | DataFrame, cond: str) -> None:
     st = delta.schema_of(spark, schema)
     delta.ensure_table(spark, path, st)
-    df = spark.createDataFrame(rows, st) if rows else spark.createDataFrame([], st)
+    df = rows.select(*st.fieldNames()) if isinstance(rows, DataFrame) else spark.createDataFrame(rows, st)
     w = df.write.format("delta").mode("overwrite").option("replaceWhere", cond)
     delta.retry_on_conflict(lambda: w.save(path), f"replaceWhere on {path}")
+
+
+def sync_alerts(spark: SparkSession, lake: Lake, spec: ModelSpec) -> int:
+    """Rewrite the model's alerts from its metrics table: every row over a bound, with its
+    sentence, in one commit (a few rows per measured day at most). Returns how many."""
+    over = spark.read.format("delta").load(metrics_path(lake, spec)).where(F.col("model_name") == spec.name).where("alert")
+    keys = ["model_name", "model_version", "kind", "period_start", "period_end", "subject", "metric"]
+    texts = [(*(r[k] for k in keys), message(r.asDict())) for r in over.collect()]
+    st = delta.schema_of(spark, ALERTS_SCHEMA)
+    by_key = spark.createDataFrame(texts, StructType([*(st[k] for k in keys), st["message"]]))
+    # the timestamps stay in Spark (no trip through Python's local time)
+    _replace(spark, alerts_path(lake, spec), ALERTS_SCHEMA, over.join(by_key, keys), f"model_name = '{spec.name}'")
+    return len(texts)
 
 
 def _between(column: str, start: date, end: date) -> str:
     return f"{column} BETWEEN DATE'{start.isoformat()}' AND DATE'{end.isoformat()}'"
 
 
-def monitor(spark: SparkSession, lake: Lake, spec: ModelSpec, days: int = 7, as_of: datetime | None = None) -> MonitorReport:
+def monitor(
+    spark: SparkSession, lake: Lake, spec: ModelSpec, days: int = 7, as_of: datetime | None = None, run_id: str | None = None
+) -> MonitorReport:
     """Measure drift over the latest ``days`` days and performance and fairness over the ``days``
     days that just matured, for the champion; write metrics and alerts (replacing those days')."""
     if days < 1:
@@ -317,8 +339,13 @@ def monitor(spark: SparkSession, lake: Lake, spec: ModelSpec, days: int = 7, as_
         f"((kind = 'drift' AND {_between('period_end', d0, d1)}) OR "
         f"(kind IN ('performance', 'fairness') AND {_between('period_end', m0, m1)}))"
     )
-    _replace(spark, metrics_path(lake, spec), METRICS_SCHEMA, metrics, cond)
-    _replace(spark, alerts_path(lake, spec), ALERTS_SCHEMA, alerts, cond)
+    with delta.stamped(spark, Stamp(f"ml.{spec.name}_monitoring", run_id or new_run_id())):
+        _replace(spark, metrics_path(lake, spec), METRICS_SCHEMA, metrics, cond)
+    crash_point("monitor.after_metrics", f"ml.{spec.name}_monitoring")
+    # the alerts are a function of the metrics table (its rows over a bound, with a sentence),
+    # rebuilt from it whole: a run that died between the two writes, or measured other days than
+    # this one, leaves nothing for the alerts to disagree with
+    sync_alerts(spark, lake, spec)
     seconds["write"] = time.monotonic() - t2
     seconds["total"] = time.monotonic() - t0
     for a in alerts:

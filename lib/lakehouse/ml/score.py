@@ -29,9 +29,9 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import DoubleType, StructField, StructType
 
 from lakehouse.errors import PipelineError
+from lakehouse.faults import crash_point
 from lakehouse.features.payments import transaction_features
 from lakehouse.io import delta, delta_log
-from lakehouse.io.delta_log import Stamp
 from lakehouse.ml import registry
 from lakehouse.ml.dataset import read_pinned
 from lakehouse.ml.spec import ModelSpec
@@ -175,9 +175,10 @@ def score_new(spark: SparkSession, lake: Lake, spec: ModelSpec, runlog: RunLog, 
         if current is None:
             raise PipelineError(f"silver.transactions has no Delta table at {tx_path} (run the pipeline first)")
         # what the table has absorbed is in its own commits (the run log only records it)
-        prior = delta_log.latest_stamp(spark, path, name)
-        last = prior.stamp.inputs.get("silver.transactions") if prior is not None and prior.stamp is not None else None
-        seq = prior.stamp.seq + 1 if prior is not None and prior.stamp is not None and prior.stamp.seq is not None else 0
+        absorbed, stamp = delta_log.next_stamp(
+            spark, path, name, runlog.run_id, f"lakehouse-score-{name}", {"silver.transactions": current}
+        )
+        last = (absorbed or {}).get("silver.transactions")
         tr.inputs = {"silver.transactions": current}
         if last is None:
             candidates = spark.read.format("delta").option("versionAsOf", current).load(tx_path)
@@ -220,9 +221,9 @@ def score_new(spark: SparkSession, lake: Lake, spec: ModelSpec, runlog: RunLog, 
                     F.lit(now).alias("scored_at"),
                 )
                 days = sorted(r[0] for r in todo.select("event_date").distinct().collect() if r[0] is not None)
-                stamp = Stamp(name, runlog.run_id, f"lakehouse-score-{name}", seq, {"silver.transactions": current})
                 with delta.stamped(spark, stamp):
                     m = delta.merge_insert_only(spark, path, out, ["transaction_id"], prune={"event_date": days})
+                crash_point("score.after_write", name)
                 tr.rows_inserted = tr.rows_written = m.get("numTargetRowsInserted", 0)
         finally:
             todo.unpersist()

@@ -21,10 +21,9 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from lakehouse.config import TableSpec
-from lakehouse.errors import PipelineError, QualityError
+from lakehouse.errors import PipelineError, QualityError, ReconciliationError
 from lakehouse.faults import crash_point
 from lakehouse.io import delta, delta_log, fs
-from lakehouse.io.delta_log import Stamp
 from lakehouse.quality.constraints import ensure_constrained_table
 from lakehouse.quality.context import checker, expectations_of
 from lakehouse.quality.expectations import apply_expectations
@@ -78,6 +77,47 @@ def readable(spark: SparkSession, lake: Lake, versions: dict[str, int], margin_h
     return True
 
 
+def mismatched_keys(stored: DataFrame, recount: DataFrame, keys: tuple[str, ...] | list[str]) -> DataFrame:
+    """The keys whose row in ``stored`` differs from their row in ``recount`` (or is in one only):
+    one full outer join on the keys, whole rows compared null-safe."""
+    cols = [c for c in recount.columns if c not in keys]
+    a = stored.select(*keys, F.struct(*cols).alias("__a"))
+    b = recount.select(*keys, F.struct(*cols).alias("__b"))
+    return a.join(b, list(keys), "full_outer").where(~F.col("__a").eqNullSafe(F.col("__b"))).select(*keys)
+
+
+def verify_against_recount(spark: SparkSession, lake: Lake, spec: TableSpec, out: DataFrame, inputs: dict[str, int], written: int) -> None:
+    """A transform that adds the difference a change makes to stored sums (it takes ``previous``)
+    must leave every row it wrote equal to a recount from the inputs it read: the rows of this
+    commit are compared with the transform's full build restricted to their keys.
+
+    Raises:
+        ReconciliationError: naming the table, how many of the rows written differ and a few keys.
+    """
+    fn = spec.transform_fn()
+    tables = {
+        lake.spec(u).short_name: spark.read.format("delta").option("versionAsOf", v).load(lake.path(u))
+        for u in spec.upstream
+        for v in [inputs[u]]
+    }
+    keys = out.select(*spec.keys)
+    schema = delta.schema_of(spark, spec.schema)
+    recount = delta.check_schema(fn(tables, None), schema, spec.name).join(keys, list(spec.keys), "left_semi")
+    stored = spark.read.format("delta").option("versionAsOf", written).load(lake.path(spec.name)).select(*schema.fieldNames())
+    bad = mismatched_keys(stored.join(keys, list(spec.keys), "left_semi"), recount, spec.keys).persist()
+    try:
+        n = bad.count()
+        if n:
+            sample = ", ".join("/".join(str(r[k]) for k in spec.keys) for r in bad.limit(5).collect())
+            raise ReconciliationError(
+                f"{spec.name}: {n:,} of the rows version {written} wrote differ from a recount of their "
+                f"{'/'.join(spec.keys)} from the inputs read ({', '.join(f'{k} v{v}' for k, v in sorted(inputs.items()))}), e.g. {sample}"
+            )
+    finally:
+        bad.unpersist()
+    log.info("%s: the rows written equal a recount of their keys", spec.name)
+
+
 def build_table(spark: SparkSession, lake: Lake, spec: TableSpec, runlog: RunLog) -> TableRun:
     with runlog.track(spec.name) as tr:
         path = lake.path(spec.name)
@@ -88,10 +128,7 @@ def build_table(spark: SparkSession, lake: Lake, spec: TableSpec, runlog: RunLog
                 raise PipelineError(f"{spec.name}: upstream {u} has no Delta table at {lake.path(u)} (run silver first)")
             current[u] = v
         tr.inputs = dict(current)
-        prior = delta_log.latest_stamp(spark, path, spec.name) if delta.is_delta(spark, path) else None
-        last = dict(prior.stamp.inputs) if prior is not None and prior.stamp is not None else None
-        seq = prior.stamp.seq + 1 if prior is not None and prior.stamp is not None and prior.stamp.seq is not None else 0
-        stamp = Stamp(spec.name, runlog.run_id, f"lakehouse-gold-{spec.name}", seq, current)
+        last, stamp = delta_log.next_stamp(spark, path, spec.name, runlog.run_id, f"lakehouse-gold-{spec.name}", current)
         if last is not None:
             added = delta.add_missing_columns(spark, path, delta.schema_of(spark, spec.schema))
             if added:  # the stored rows lack them: every row is computed again
@@ -114,6 +151,7 @@ def build_table(spark: SparkSession, lake: Lake, spec: TableSpec, runlog: RunLog
             log.info("%s: incremental from %s", spec.name, {k: (last.get(k), current[k]) for k in current})
             tables[spec.short_name] = spark.read.format("delta").load(path)  # what the changes leave as it is
         fn = spec.transform_fn()
+        previous = None
         if changes is not None and "previous" in inspect.signature(fn).parameters and not readable(spark, lake, last):
             log.info("%s: the versions the last run read may be vacuumed by now: full build", spec.name)
             out = fn(tables, None)
@@ -168,6 +206,8 @@ def build_table(spark: SparkSession, lake: Lake, spec: TableSpec, runlog: RunLog
                     tr.rows_written = rows
                     tr.rows_inserted = wrote.metrics.get("numTargetRowsInserted", wrote.metrics.get("numOutputRows", 0))
                     tr.rows_updated = wrote.metrics.get("numTargetRowsUpdated", 0)
+                    if previous is not None:
+                        verify_against_recount(spark, lake, spec, out, current, wrote.version)
         finally:
             checked.unpersist()
         tr.output_version = delta.version(spark, path)
