@@ -10,7 +10,9 @@ process, each piece of bookkeeping a run adds for exactly once (medians of ``--r
   transaction ids, no commit read);
 - ``latest_stamp``: a gold table's "what was I computed from?" (the newest stamped commit);
 - ``log_batch``: one micro-batch's accounting row appended to ``ops.batch_log``;
-- ``reconcile``: the end-of-run check over every silver table.
+- ``reconcile``: the end-of-run check over every silver table;
+- the gold recount: customer_360's check of an incremental write (the customers of the lake's
+  last day recounted from the inputs and compared with the stored rows).
 
 and multiplies them by how often a full run does each (one batch per silver table, a stamp
 lookup before and after each gold write), so the per-run figure is in seconds of one run. The
@@ -32,6 +34,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from pyspark.sql import functions as F
+
 from lakehouse.config import load_env, load_tables
 from lakehouse.io import delta_log
 from lakehouse.io.delta_log import Stamp
@@ -39,6 +43,7 @@ from lakehouse.leases import Leases
 from lakehouse.logs import configure
 from lakehouse.payments.generator import GeneratorParams
 from lakehouse.pipeline.generate import generate_raw_zone
+from lakehouse.pipeline.gold import verify_against_recount
 from lakehouse.pipeline.summary import reconcile
 from lakehouse.runlog import log_batch
 from lakehouse.session import default_conf_dir, get_spark
@@ -83,6 +88,15 @@ def main() -> None:
         held.acquire()
         held.release()
 
+    # customer_360's check of an incremental write: the customers of the lake's last day (what
+    # one arrival day touches), recounted from the inputs and compared with the stored rows
+    c360 = lake.spec("gold.customer_360")
+    tx = spark.read.format("delta").load(lake.path("silver.transactions"))
+    last_day = tx.agg(F.max("event_date")).first()[0]
+    touched = tx.where(F.col("event_date") == F.lit(last_day)).select("customer_id").distinct().persist()
+    inputs = {u: delta_log.version(spark, lake.path(u)) for u in c360.upstream}
+    written = delta_log.version(spark, lake.path(c360.name))
+    print(f"customer_360 recount: {touched.count():,} customers of {last_day}")
     n = iter(range(10**9))
     per_op = {
         "leases (all tables, take and give back)": timed(leases, a.repeat),
@@ -95,11 +109,15 @@ def main() -> None:
             a.repeat,
         ),
         "reconcile (every silver table)": timed(lambda: reconcile(spark, lake), a.repeat),
+        "gold recount (customer_360, one day's customers)": timed(
+            lambda: verify_against_recount(spark, lake, c360, touched, inputs, written), a.repeat
+        ),
     }
     per_run = {
         "leases (all tables, take and give back)": 1,
         "absorbed (one silver batch)": 2 * len(silver),  # the MERGE and the batch log
         "latest_stamp (one gold table)": 2 * len(gold),  # before and after its write
+        "gold recount (customer_360, one day's customers)": 1,
         "log_batch (one batch's row)": len(silver),
         "reconcile (every silver table)": 1,
     }

@@ -371,7 +371,9 @@ def test_monitoring_writes_drift_performance_fairness_and_alerts_once(spark: Spa
     # killed between its two writes while measuring other days (its clock a day earlier), then run
     # again through the job: the days measured again are replaced, not appended, and the alerts
     # are exactly the metrics over a bound, those of the killed run's extra days included
-    before = metrics.drop("computed_at")
+    # (pinned to its version: a frame read by path sees the table as it is when it is evaluated)
+    v_metrics = delta.version(spark, metrics_path(lake, ml.spec))
+    before = spark.read.format("delta").option("versionAsOf", v_metrics).load(metrics_path(lake, ml.spec)).drop("computed_at")
     conf = _conf_with_spec(ml.spec, tmp_path)
     args = ["--conf-dir", conf, "--conf", f"lake_root={ml.built.root}"]
     v_alerts = delta.version(spark, alerts_path(lake, ml.spec))
