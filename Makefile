@@ -65,8 +65,11 @@ maintain: setup ## OPTIMIZE (Z-order where declared), VACUUM and refresh statist
 replay: setup ## Replay quarantined records: make replay TABLE=silver.transactions [RULE=...]
 	./spark-submit.sh --env $(ENV) replay --table $(TABLE) $(if $(RULE),--rule $(RULE))
 
-test: setup ## Run the test suite (unit and integration, local Spark)
+test: setup ## Run the whole test suite (unit and integration, local Spark; what CI runs)
 	$(PY) -m pytest -q
+
+test-fast: setup ## The unit tests and the quick integration tests, for the edit-run loop
+	$(PY) -m pytest -q -m "not slow"
 
 lint: setup ## ruff check and format check
 	$(VENV)/bin/ruff check lib jobs tests bench

@@ -97,6 +97,15 @@ class MaintenanceSettings:
 
 
 @dataclass(frozen=True)
+class PipelineSettings:
+    """``pipeline:`` in the environment: ``parallel_tables`` is how many tables of a layer are
+    built at once (each after the same-layer tables it reads; :mod:`lakehouse.pipeline.parallel`).
+    1 builds them one after another."""
+
+    parallel_tables: int = 1
+
+
+@dataclass(frozen=True)
 class MlSettings:
     """``ml:`` in the environment: where MLflow tracks runs and keeps the registry and artifacts.
 
@@ -126,6 +135,7 @@ class EnvConfig:
     config_hash: str
     maintenance: MaintenanceSettings = MaintenanceSettings()
     ml: MlSettings = MlSettings()
+    pipeline: PipelineSettings = PipelineSettings()
 
     def secret(self, name: str) -> str:
         """Return a secret's value from the environment variable that ``secrets`` names.
@@ -155,6 +165,7 @@ _ENV_KEYS = {
     "quality": dict,
     "maintenance": dict,
     "ml": dict,
+    "pipeline": dict,
 }
 _ENV_REQUIRED = ("lake_root", "reporting_currency", "spark")
 _SPARK_KEYS = {"master": str, "packages": list, "conf": dict, "python_archive": str}
@@ -341,6 +352,13 @@ def load_env(
     hours = str(maint_in.get("retention_hours", 168)).strip()
     if not hours.isdigit():
         raise ConfigError(last, "maintenance.retention_hours", f"{hours!r} is not a whole number of hours >= 0")
+    pipe_in = data.get("pipeline") or {}
+    for k in pipe_in:
+        if k != "parallel_tables":
+            raise ConfigError(last, f"pipeline.{k}", "unknown key (allowed: parallel_tables)")
+    parallel = str(pipe_in.get("parallel_tables", 1)).strip()
+    if not parallel.isdigit() or int(parallel) < 1:
+        raise ConfigError(last, "pipeline.parallel_tables", f"{parallel!r} is not a whole number >= 1")
     ml_in = data.get("ml") or {}
     for k, v in ml_in.items():
         if k not in ("tracking_uri", "artifact_location"):
@@ -367,6 +385,7 @@ def load_env(
         config_hash=hashlib.sha256(canonical.encode()).hexdigest()[:12],
         maintenance=MaintenanceSettings(retention_hours=int(hours)),
         ml=MlSettings(tracking_uri=ml_in.get("tracking_uri") or None, artifact_location=ml_in.get("artifact_location") or None),
+        pipeline=PipelineSettings(parallel_tables=int(parallel)),
     )
 
 

@@ -20,7 +20,7 @@ from lakehouse.tables import Lake
 from tests.conftest import CONF, REPO, env_for
 from tests.integration.helpers import all_tables
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 PORT = 7177
 # Written by the run, not derived from the data: the moment and the run that wrote a row.

@@ -37,7 +37,7 @@ from lakehouse.tables import Lake
 from tests.conftest import CONF, REPO, env_for
 from tests.integration.helpers import WITHOUT_FEATURES, accounting, full_recompute, manifest_totals, restricted
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 FAR = "Pacific/Kiritimati"  # UTC+14
 SCALE = 0.005  # the runs' fixed costs dominate at any small scale

@@ -22,7 +22,7 @@ from lakehouse.runlog import RunLog, new_run_id
 from lakehouse.tables import Lake
 from tests.conftest import CONF, env_for
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def doc(mid: str, **extra: object) -> str:

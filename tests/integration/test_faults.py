@@ -36,7 +36,7 @@ from lakehouse.tables import Lake
 from tests.conftest import CONF, env_for
 from tests.integration.helpers import WITHOUT_FEATURES, all_tables, full_recompute, restricted, sigkilled
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 VOLATILE = ("_ingested_at", "_ingest_date", "_run_id", "run_id", "batch_key", "quarantined_at")
 

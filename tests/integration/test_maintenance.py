@@ -22,7 +22,7 @@ from tests.conftest import CONF, env_for
 from tests.integration import test_pipeline as tp
 from tests.integration.helpers import WITHOUT_FEATURES
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 HOT = ["bronze.transactions", "silver.customers", "silver.transactions", "gold.merchant_daily_kpis", "ops.run_log"]
 

@@ -43,7 +43,7 @@ from tests.conftest import CONF, env_for
 from tests.integration import test_pipeline as tp
 from tests.integration.helpers import FOR_THE_MODEL, sigkilled
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 @dataclasses.dataclass

@@ -30,7 +30,7 @@ from lakehouse.tables import Lake
 from tests.conftest import CONF, env_for
 from tests.integration.helpers import all_tables, manifest_totals, restricted, versions
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 SOURCES = {"customers", "merchants", "transactions", "chargebacks", "fx_rates"}
 

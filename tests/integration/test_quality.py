@@ -34,7 +34,7 @@ from lakehouse.tables import Lake
 from tests.conftest import CONF, env_for
 from tests.integration.helpers import versions
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 @dataclass

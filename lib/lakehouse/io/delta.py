@@ -23,6 +23,7 @@ from delta.exceptions import (
     ProtocolChangedException,
 )
 from delta.tables import DeltaTable
+from pyspark.errors import AnalysisException
 from pyspark.sql import Column, DataFrame, DataFrameWriter, Row, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
@@ -84,7 +85,10 @@ def ensure_table(
     properties: Mapping[str, str] | None = None,
     comment: str | None = None,
 ) -> DeltaTable:
-    """Create the table at ``path`` if it does not exist (change data feed on); return it."""
+    """Create the table at ``path`` if it does not exist (change data feed on); return it.
+
+    Two writers may create the same table at once (tables of a layer built side by side append
+    to the same ops table): the one that loses finds the other's table and uses it."""
     builder = DeltaTable.createIfNotExists(spark).location(path).addColumns(schema)
     if partition_by:
         builder = builder.partitionedBy(*partition_by)
@@ -93,7 +97,19 @@ def ensure_table(
         builder = builder.property(k, v)
     if comment:
         builder = builder.comment(comment)
-    return builder.execute()
+    for attempt in range(20):
+        try:
+            return builder.execute()
+        except (AnalysisException, *CONFLICTS) as exc:
+            # the other creator's first commit is being written (its log folder exists, its
+            # commit not yet), or both wrote version 0 and the other won
+            racing = is_conflict(exc) or (getattr(exc, "getCondition", lambda: None)() == "DELTA_CREATE_TABLE_WITH_NON_EMPTY_LOCATION")
+            if not racing or attempt == 19:
+                raise
+            if version(spark, path) is not None:
+                return DeltaTable.forPath(spark, path)
+            time.sleep(0.1 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def add_missing_columns(spark: SparkSession, path: str, schema: StructType) -> list[str]:

@@ -23,6 +23,7 @@ from lakehouse.io import delta, fs
 from lakehouse.io.delta_log import Stamp
 from lakehouse.io.raw import arrival_date_of, check_landing_folder, delivered, raw_stream
 from lakehouse.io.stream import drain
+from lakehouse.pipeline.parallel import build_all
 from lakehouse.quality import drift
 from lakehouse.quality.drift import evolved_columns
 from lakehouse.quality.expectations import RuleResult
@@ -131,4 +132,5 @@ def undelivered(spark: SparkSession, lake: Lake, tables: list[str] | None = None
 
 def run(spark: SparkSession, lake: Lake, runlog: RunLog, tables: list[str] | None = None) -> dict[str, int]:
     """Ingest every bronze table (or the named ones), in order."""
-    return {spec.name: ingest_table(spark, lake, spec, runlog) for spec in lake.select("bronze", tables)}
+    specs = lake.select("bronze", tables)
+    return build_all(spark, specs, lambda session, spec: ingest_table(session, lake, spec, runlog), lake.env.pipeline.parallel_tables)

@@ -24,6 +24,7 @@ from lakehouse.config import TableSpec
 from lakehouse.errors import PipelineError, QualityError, ReconciliationError
 from lakehouse.faults import crash_point
 from lakehouse.io import delta, delta_log, fs
+from lakehouse.pipeline.parallel import build_all
 from lakehouse.quality.constraints import ensure_constrained_table
 from lakehouse.quality.context import checker, expectations_of
 from lakehouse.quality.expectations import apply_expectations
@@ -216,4 +217,5 @@ def build_table(spark: SparkSession, lake: Lake, spec: TableSpec, runlog: RunLog
 
 def run(spark: SparkSession, lake: Lake, runlog: RunLog, tables: list[str] | None = None) -> dict[str, TableRun]:
     """Build every gold table (or the named ones)."""
-    return {spec.name: build_table(spark, lake, spec, runlog) for spec in lake.select("gold", tables)}
+    specs = lake.select("gold", tables)
+    return build_all(spark, specs, lambda session, spec: build_table(session, lake, spec, runlog), lake.env.pipeline.parallel_tables)

@@ -35,6 +35,7 @@ from lakehouse.io import delta, delta_log, fs
 from lakehouse.io.delta_log import Stamp
 from lakehouse.io.stream import drain
 from lakehouse.logs import Laps
+from lakehouse.pipeline.parallel import build_all
 from lakehouse.quality.constraints import ensure_constrained_table
 from lakehouse.quality.context import checker, expectations_of
 from lakehouse.quality.drift import evolved_columns
@@ -297,4 +298,5 @@ def build_table(spark: SparkSession, lake: Lake, spec: TableSpec, runlog: RunLog
 
 def run(spark: SparkSession, lake: Lake, runlog: RunLog, tables: list[str] | None = None) -> dict[str, TableRun]:
     """Build every silver table (or the named ones), each after the silver tables it reads."""
-    return {spec.name: build_table(spark, lake, spec, runlog) for spec in lake.select("silver", tables)}
+    specs = lake.select("silver", tables)
+    return build_all(spark, specs, lambda session, spec: build_table(session, lake, spec, runlog), lake.env.pipeline.parallel_tables)
