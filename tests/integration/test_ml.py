@@ -7,7 +7,7 @@ import dataclasses
 import math
 from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta, timezone
 from itertools import accumulate
 from pathlib import Path
 from xml.etree import ElementTree
@@ -106,9 +106,12 @@ def test_training_registers_a_champion_that_finds_the_signal(spark: SparkSession
     assert report.model_auc_on_oracle_rows >= 0.8 * report.oracle_auc, report.summary()
     # labels respect maturity: validation ends at the maturity line, midnight of the day maturity_days
     # before the lake's latest payment; training starts training_days before it, after the warm-up
-    first, last = spark.read.format("delta").load(lake.path("silver.transactions")).agg(F.min("event_time"), F.max("event_time")).first()
-    line = datetime.combine((last - timedelta(days=ml.spec.maturity_days)).date(), time())
-    start = max(line - timedelta(days=ml.spec.training_days), datetime.combine(first.date(), time()) + timedelta(days=ml.spec.warmup_days))
+    # (UTC days: the window is printed with its offset)
+    row = spark.read.format("delta").load(lake.path("silver.transactions")).agg(F.min("event_time"), F.max("event_time")).first()
+    first, last = (t.astimezone(timezone.utc) for t in row)
+    line = datetime.combine((last - timedelta(days=ml.spec.maturity_days)).date(), time(), timezone.utc)
+    warm = datetime.combine(first.date(), time(), timezone.utc) + timedelta(days=ml.spec.warmup_days)
+    start = max(line - timedelta(days=ml.spec.training_days), warm)
     window = {"as_of": last, "start": start, "split": line - timedelta(days=ml.spec.validation_days), "end": line}
     assert report.window == {k: v.isoformat(sep=" ") for k, v in window.items()}
 

@@ -23,6 +23,7 @@ from pyspark.sql import functions as F
 
 from lakehouse.config import FeatureSpec, TableSpec, import_dotted
 from lakehouse.errors import PipelineError
+from lakehouse.instants import utc_or_none
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ def build(tables: Mapping[str, DataFrame], changes: Mapping[str, DataFrame] | No
     if changes is None:
         return compute(events_fn(tables, None), fs)
     touched = import_dotted(fs.touched, fs.file, "features.touched")(tables, changes).where(F.col(fs.entity).isNotNull())
-    first = touched.agg(F.min(fs.time)).first()[0]
+    first = utc_or_none(touched.agg(F.min(fs.time)).first()[0])
     if first is None:
         log.info("%s: the changes touch no %s", spec.name, fs.entity)
         return compute(events_fn(tables, None), fs).limit(0)

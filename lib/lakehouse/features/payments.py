@@ -28,6 +28,7 @@ from pyspark.sql import functions as F
 from lakehouse.config import FeatureSpec
 from lakehouse.features.engine import window
 from lakehouse.features.pit import point_in_time_join, time_range
+from lakehouse.instants import utc
 from lakehouse.payments.gold import changed_keys
 from lakehouse.payments.reference import COUNTRIES
 
@@ -41,7 +42,7 @@ def _since(df: DataFrame, time_col: str, since: datetime | None, date_col: str |
     if since is None:
         return df
     if date_col:  # the partition column: Delta reads only the days from ``since`` on
-        df = df.where(F.col(date_col) >= F.lit(since.date()))
+        df = df.where(F.col(date_col) >= F.lit(utc(since).date()))
     return df.where(F.col(time_col) >= F.lit(since))
 
 
@@ -133,7 +134,7 @@ def _chargebacks_at_merchants(tables: Mapping[str, DataFrame], chargebacks: Data
     """``chargebacks`` with the merchant of their payment."""
     tx = tables["transactions"]
     if since is not None:
-        tx = tx.where(F.col("event_date") >= F.lit((since - CHARGEBACK_WINDOW).date()))
+        tx = tx.where(F.col("event_date") >= F.lit(utc(since - CHARGEBACK_WINDOW).date()))
     return chargebacks.join(tx.select("transaction_id", "merchant_id"), "transaction_id")
 
 

@@ -26,12 +26,13 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from lakehouse.errors import PipelineError
+from lakehouse.instants import utc_or_none
 
 
 def time_range(events: DataFrame, event_time: str) -> tuple[datetime | None, datetime | None]:
     """Earliest and latest event time (one small aggregate)."""
     row = events.agg(F.min(event_time).alias("lo"), F.max(event_time).alias("hi")).first()
-    return (row["lo"], row["hi"]) if row else (None, None)
+    return (utc_or_none(row["lo"]), utc_or_none(row["hi"])) if row else (None, None)
 
 
 def prune(

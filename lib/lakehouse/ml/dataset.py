@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -23,6 +23,7 @@ from pyspark.sql import functions as F
 from lakehouse.errors import PipelineError
 from lakehouse.features.labels import fraud_labels
 from lakehouse.features.payments import transaction_features
+from lakehouse.instants import utc
 from lakehouse.io import delta, fs
 from lakehouse.ml.spec import ModelSpec
 from lakehouse.tables import Lake
@@ -54,12 +55,13 @@ class TrainingSet:
 
 def lake_span(spark: SparkSession, lake: Lake, tx: DataFrame | None = None) -> tuple[datetime, datetime]:
     """The earliest and latest payment instants in silver (or in ``tx``, silver.transactions as
-    read at some version); the latest is "now" for a lake that may be replayed or generated."""
+    read at some version), aware in UTC; the latest is "now" for a lake that may be replayed or
+    generated."""
     tx = tx if tx is not None else spark.read.format("delta").load(lake.path("silver.transactions"))
     row = tx.agg(F.min("event_time"), F.max("event_time")).first()
     if row is None or row[1] is None:
         raise PipelineError(f"silver.transactions at {lake.path('silver.transactions')} holds no payments: nothing to train on")
-    return row[0], row[1]
+    return utc(row[0]), utc(row[1])
 
 
 def lake_clock(spark: SparkSession, lake: Lake) -> datetime:
@@ -67,13 +69,16 @@ def lake_clock(spark: SparkSession, lake: Lake) -> datetime:
 
 
 def _day(ts: datetime) -> datetime:
-    return datetime.combine(ts.date(), datetime.min.time())
+    """Midnight UTC of the UTC day of ``ts``."""
+    d = utc(ts)
+    return datetime(d.year, d.month, d.day, tzinfo=timezone.utc)
 
 
 def training_window(as_of: datetime, spec: ModelSpec, first: datetime | None = None) -> Window:
     """Train on [start, split), validate on [split, end): ``end`` is the maturity line (labels of
     older payments are final), ``start`` at most ``training_days`` before it and not within the
     lake's first ``warmup_days`` (from ``first``, its earliest payment)."""
+    as_of = utc(as_of)
     end = _day(as_of - timedelta(days=spec.maturity_days))
     start = end - timedelta(days=spec.training_days)
     if first is not None:
@@ -133,7 +138,7 @@ def training_set(
     """
     frames, versions = read_pinned(spark, lake, pins=pins)
     first, last = lake_span(spark, lake, frames["silver.transactions"])
-    as_of = as_of or last
+    as_of = utc(as_of) if as_of else last
     w = training_window(as_of, spec, first)
     if w.start >= w.split:
         raise PipelineError(

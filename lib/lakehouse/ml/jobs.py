@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timezone
 
 from lakehouse.cli import add_wait, context, parser
 from lakehouse.leases import leased
@@ -23,7 +23,13 @@ log = logging.getLogger(__name__)
 
 
 def _as_of(text: str) -> datetime:
-    return datetime.fromisoformat(text)
+    """An ISO instant; without an offset it is read as UTC (the lake's zone), never the driver's."""
+    try:
+        ts = datetime.fromisoformat(text)
+    except ValueError:
+        example = "2026-03-01T12:00:00 (read as UTC) or 2026-03-01T12:00:00+01:00"
+        raise argparse.ArgumentTypeError(f"--as-of {text!r}: expected an ISO date-time, e.g. {example}") from None
+    return ts.replace(tzinfo=timezone.utc) if ts.tzinfo is None else ts.astimezone(timezone.utc)
 
 
 def _pin(text: str) -> tuple[str, int]:

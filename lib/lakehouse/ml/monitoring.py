@@ -44,6 +44,7 @@ from lakehouse.errors import PipelineError
 from lakehouse.faults import crash_point
 from lakehouse.features.labels import fraud_labels
 from lakehouse.features.payments import age_band, customers_as_of, transaction_features
+from lakehouse.instants import utc
 from lakehouse.io import delta
 from lakehouse.io.delta_log import Stamp
 from lakehouse.ml import registry
@@ -284,6 +285,16 @@ def _between(column: str, start: date, end: date) -> str:
     return f"{column} BETWEEN DATE'{start.isoformat()}' AND DATE'{end.isoformat()}'"
 
 
+def monitored_days(clock: datetime, days: int, maturity_days: int) -> tuple[tuple[date, date], tuple[date, date]]:
+    """The UTC days measured at ``clock``: drift over the latest ``days`` (the clock's day
+    included), performance and fairness over the ``days`` that matured by then (ending the day
+    before the maturity line)."""
+    c = utc(clock)
+    d1 = c.date()
+    m1 = (c - timedelta(days=maturity_days)).date() - timedelta(days=1)
+    return (d1 - timedelta(days=days - 1), d1), (m1 - timedelta(days=days - 1), m1)
+
+
 def monitor(
     spark: SparkSession, lake: Lake, spec: ModelSpec, days: int = 7, as_of: datetime | None = None, run_id: str | None = None
 ) -> MonitorReport:
@@ -296,11 +307,8 @@ def monitor(
     version, run_id, base, validation_auc = champion_baseline(spec)
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", spec.name + version):
         raise PipelineError(f"model name {spec.name!r} / version {version!r}: not plain tokens")
-    clock = as_of or lake_clock(spark, lake)
-    d1 = clock.date()
-    d0 = d1 - timedelta(days=days - 1)
-    m1 = (clock - timedelta(days=spec.maturity_days)).date() - timedelta(days=1)
-    m0 = m1 - timedelta(days=days - 1)
+    clock = utc(as_of) if as_of else lake_clock(spark, lake)
+    (d0, d1), (m0, m1) = monitored_days(clock, days, spec.maturity_days)
     ppath = predictions_path(lake, spec)
     if delta.version(spark, ppath) is None:
         raise PipelineError(f"{spec.name}: no predictions table at {ppath} (score first: ./spark-submit.sh score)")
