@@ -150,10 +150,13 @@ class RunLog:
     """Appends rows to ``ops.run_log`` and answers 'what did the last good run read?'."""
 
     def __init__(self, spark: SparkSession, lake: Lake, job: str, run_id: str, run_date: date, background: bool = False) -> None:
-        """``background``: a table's rows (metrics, then its run-log row) are appended by a writer
-        thread while the job goes on with the next table; :meth:`end` (and any read of the run
-        log) waits for them. Jobs use it; a notebook or test gets every row written before
-        :meth:`finish` returns."""
+        """``background``: a finished table's rows (metrics, then its run-log row) are kept until
+        :meth:`save` (a pipeline calls it after each layer) or :meth:`end`, then appended by a
+        writer thread in one commit per ops table while the job goes on; :meth:`end` waits for
+        them. Jobs use it: a run costs a few bookkeeping commits, not two per table. A run killed
+        before its rows are saved leaves its ``started`` row (it is then recorded as abandoned),
+        and what its tables absorbed is in their own commits' stamps. Without ``background`` (a
+        notebook or test) every row is written before :meth:`finish` returns."""
         self.spark = spark
         self.lake = lake
         self.job = job
@@ -166,6 +169,8 @@ class RunLog:
         self.metrics = QualityMetrics(spark, lake)
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="runlog") if background else None
         self._pending: list[Future[None]] = []
+        self._rows: list[Row] = []  # finished tables' run-log rows not saved yet
+        self._metric_rows: list[Row] = []
 
     def _later(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` (a write) on the writer thread, in submission order; now if there is none."""
@@ -186,7 +191,7 @@ class RunLog:
         every run that started, never ended and holds no live lease (killed; see
         :mod:`lakehouse.leases`): a run still at work holds one, so it is never marked. Returns
         the run ids marked."""
-        abandoned = []
+        abandoned, marks = [], []
         if delta.is_delta(self.spark, self.path):
             alive = live_runs(self.spark, self.lake) | {self.run_id}
             rows = (
@@ -203,16 +208,28 @@ class RunLog:
                     continue
                 abandoned.append(r["run_id"])
                 log.warning("run %s (%s) started and never finished (killed?): recorded as abandoned", r["run_id"], r["job"])
-                self._write(
-                    TableRun("*", datetime.now(timezone.utc)), "abandoned", f"superseded by run {self.run_id}", r["run_id"], r["job"]
-                )
-        self._write(TableRun("*", datetime.now(timezone.utc)), "started", None)
+                now = datetime.now(timezone.utc)
+                marks.append(self._row(TableRun("*", now), "abandoned", f"superseded by run {self.run_id}", r["run_id"], r["job"]))
+        self._append(*marks, self._row(TableRun("*", datetime.now(timezone.utc)), "started", None))  # one commit
         return abandoned
 
+    def save(self) -> None:
+        """Write the rows of the tables finished so far: their metrics in one commit, then their
+        run-log rows in one (in that order, so a run-log row never points at metrics that are
+        not there); on the writer thread."""
+        rows, metrics = self._rows, self._metric_rows
+        self._rows, self._metric_rows = [], []
+        if rows:
+            self._later(lambda: (self.metrics.append(metrics), self._append(*rows)))
+
     def end(self, status: str = "finished", error: str | None = None) -> None:
-        """Record that this job run ended (``error``: why it failed), after every table's rows have landed."""
+        """Record that this job run ended (``error``: why it failed), after every table's rows
+        have landed: the rows not saved yet and the run's own row go in one commit."""
+        metrics, rows = self._metric_rows, self._rows
+        self._rows, self._metric_rows = [], []
         try:
             self.flush()
+            self.metrics.append(metrics)
         except Exception:
             if status == "finished":
                 raise
@@ -221,7 +238,7 @@ class RunLog:
             if self._writer is not None:
                 self._writer.shutdown(wait=True)
                 self._writer = None
-        self._write(TableRun("*", datetime.now(timezone.utc)), status, error)
+        self._append(*rows, self._row(TableRun("*", datetime.now(timezone.utc)), status, error))
 
     def start(self, table: str) -> TableRun:
         tr = TableRun(table=table, started_at=datetime.now(timezone.utc))
@@ -248,15 +265,12 @@ class RunLog:
         run-log row never points at metrics that are not there)."""
         metrics = self.metrics.rows(self.run_id, self.job, self.run_date, tr.table, tr.quality.values())
         row = self._row(tr, status, error)
-
-        def write() -> None:
+        if self._writer is None:
             self.metrics.append(metrics)
             self._append(row)
-
-        self._later(write)
-
-    def _write(self, tr: TableRun, status: str, error: str | None, run_id: str | None = None, job: str | None = None) -> None:
-        self._append(self._row(tr, status, error, run_id, job))
+        else:
+            self._metric_rows += metrics
+            self._rows.append(row)
 
     def _row(self, tr: TableRun, status: str, error: str | None, run_id: str | None = None, job: str | None = None) -> Row:
         tr.status = status
@@ -288,8 +302,8 @@ class RunLog:
         )
         return row
 
-    def _append(self, row: Row) -> None:
+    def _append(self, *rows: Row) -> None:
         create = self._schema is None  # the table is created once per job, not on every row
         if self._schema is None:
             self._schema = delta.schema_of(self.spark, SCHEMA)
-        delta.append_rows(self.spark, self.path, [row], self._schema, "One row per job run and table", create, merge_schema=True)
+        delta.append_rows(self.spark, self.path, rows, self._schema, "One row per job run and table", create, merge_schema=True)

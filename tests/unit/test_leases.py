@@ -121,7 +121,7 @@ def test_a_corrupt_lease_file_is_named_and_nothing_is_taken(spark: SparkSession,
 def test_begin_marks_dead_runs_abandoned_and_never_a_live_one(spark: SparkSession, lake: Lake) -> None:
     for run_id in ("run-live", "run-dead"):
         log = RunLog(spark, lake, "pipeline", run_id, date(2026, 1, 1))
-        log._write(TableRun("*", datetime(2026, 1, 1, tzinfo=timezone.utc)), "started", None)
+        log._append(log._row(TableRun("*", datetime(2026, 1, 1, tzinfo=timezone.utc)), "started", None))
     with leased(spark, lake, "run-live", "pipeline", ["gold.merchant_daily_kpis"]):
         marked = RunLog(spark, lake, "pipeline", "run-new", date(2026, 1, 1)).begin()
     assert marked == ["run-dead"]

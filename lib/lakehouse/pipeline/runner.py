@@ -66,6 +66,7 @@ def main(argv: Sequence[str] | None, layers: str = "bronze,silver,gold", summary
             except Exception as exc:
                 runlog.end("failed", f"{type(exc).__name__}: {exc}")
                 raise
+            runlog.save()  # the layer's run-log and metrics rows, one commit each, written beside the next layer
             secs = time.monotonic() - t0
             entries = [e for e in runlog.entries if e.table.startswith(layer + ".")]
             detail = ", ".join(f"{e.table.split('.', 1)[1]} +{e.rows_inserted}" for e in entries)
@@ -73,8 +74,10 @@ def main(argv: Sequence[str] | None, layers: str = "bronze,silver,gold", summary
                 detail += f" (skipped, nothing delivered yet: {', '.join(sorted(n for n in skipped if n.startswith(layer + '.')))})"
             log.info("== %s done in %.1fs: %s", layer, secs, detail)
             stages.append((layer, secs, detail))
-        # every run checks the accounting of the silver tables it built, summary or not
-        built = [e.table for e in runlog.entries if e.table.startswith("silver.")]
+        # every run checks the accounting of the silver tables it changed (read bronze rows
+        # into): a table that absorbed nothing is as the run that changed it last left it, and
+        # that run checked it; the summary shows (and so checks) every silver table of the run
+        built = [e.table for e in runlog.entries if e.table.startswith("silver.") and (e.rows_read or not args.no_summary)]
         recon = reconcile(spark, ctx.lake, built) if built else []
         problem = mismatches(recon)
         runlog.end("failed" if problem else "finished", f"reconciliation: {problem}" if problem else None)
