@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -261,7 +262,24 @@ def test_a_failed_write_leaves_the_table_intact_and_the_next_run_recovers(spark:
     assert count(spark, lake.path("silver.transactions")) == n_before
     failed = spark.read.format("delta").load(lake.ops_path("run_log")).where(f"run_id = '{runlog.run_id}'").first()
     assert failed.status == "failed" and "channel missing" in failed.error
-    run_pipeline(built)  # the fixed code picks up the same bronze rows
+    # the fixed code picks up the same bronze rows; meanwhile a quarantined record was deleted
+    # behind the pipeline's back: the run that changes the table next fails its accounting,
+    # naming the table and the rows missing, and is marked failed (its data commits stand)
+    quarantine = DeltaTable.forPath(spark, lake.quarantine_path("silver.transactions"))
+    q_version = delta.version(spark, lake.quarantine_path("silver.transactions"))
+    record = quarantine.toDF().select("record").first()["record"]
+    lost = quarantine.toDF().where(F.col("record") == record).count()
+    quarantine.delete(F.col("record") == record)
+    pattern = (
+        r"reconciliation failed: silver\.transactions: bronze \d+ != silver \d+ \+ quarantined \d+ \+ duplicates \d+ "
+        rf"\(\+{lost} rows\); run (\S+) is marked failed"
+    )
+    with pytest.raises(ReconciliationError, match=pattern) as caught:
+        run_pipeline(built)
+    run_id = re.search(pattern, str(caught.value)).group(1)  # type: ignore[union-attr]
+    ended = spark.read.format("delta").load(lake.ops_path("run_log")).where(f"run_id = '{run_id}' AND table = '*' AND status != 'started'")
+    assert [(r.status, "reconciliation" in r.error) for r in ended.collect()] == [("failed", True)]
+    quarantine.restoreToVersion(q_version)
     check_accounting(spark, built)
 
 
