@@ -371,6 +371,31 @@ def test_monitoring_writes_drift_performance_fairness_and_alerts_once(spark: Spa
     assert len(alert_rows) == len(report.alerts)
     for a in alert_rows:
         assert a["message"] == alert_message(a.asDict()), a
+    # the model card: what MLflow and the monitoring tables hold (this run's days), with its charts
+    uri = write_card(spark, lake, ml.spec, out_dir=str(tmp_path / "reports"))
+    text = Path(uri).read_text()
+    assert text.startswith(f"# Model card: {ml.spec.name}, version 1")
+    for f in ml.spec.features:
+        assert f"`{f}`" in text
+    fair = registry.client().get_run(registry.version_of(ml.spec.name, "champion").tags["run_id"])
+    assert fair.data.tags["git_commit"] in text
+    for name in ("silver.transactions", "gold.customer_features"):
+        assert f"| {name} | {fair.data.tags['table_version.' + name]} |" in text
+        assert f"--pin {name}={fair.data.tags['table_version.' + name]}" in text  # the reproduce command reads the same versions
+    assert f"Drift over {d0} .. {d1} (7 day(s))" in text
+    lines = {}
+    for chart in ("reliability", "psi"):
+        svg = ElementTree.parse(tmp_path / "reports" / f"{ml.spec.name}_v1_{chart}.svg").getroot()
+        lines[chart] = [len(p.get("points").split()) for p in svg.findall("{http://www.w3.org/2000/svg}polyline")]
+        assert f"({ml.spec.name}_v1_{chart}.svg)" in text
+    # reliability: one line through the champion's calibration bins
+    assert lines["reliability"] == [len(mlflow.artifacts.load_dict(f"runs:/{champion_run}/calibration.json")["bins"])]
+    # PSI per day: a line over the 7 days for each of the 4 features with the highest PSI, and the score
+    worst: dict[str, float] = {}
+    for r in drift_all:
+        if r["metric"] == "psi":
+            worst[r["subject"]] = max(worst.get(r["subject"], 0.0), r["value"])
+    assert lines["psi"] == [7] * len({*sorted(worst, key=lambda f: -worst[f])[:4], "score"})
     # killed between its two writes while measuring other days (its clock a day earlier), then run
     # again through the job: the days measured again are replaced, not appended, and the alerts
     # are exactly the metrics over a bound, those of the killed run's extra days included
@@ -397,31 +422,6 @@ def test_monitoring_writes_drift_performance_fairness_and_alerts_once(spark: Spa
     byo = dataclasses.replace(ml.spec, name="payments_fraud_sklearn")
     with pytest.raises(PipelineError, match="payments_fraud_sklearn version 1 .* has no baseline.json"):
         monitor(spark, lake, byo)
-    # the model card: what MLflow and the monitoring tables hold, with its charts
-    uri = write_card(spark, lake, ml.spec, out_dir=str(tmp_path / "reports"))
-    text = Path(uri).read_text()
-    assert text.startswith(f"# Model card: {ml.spec.name}, version 1")
-    for f in ml.spec.features:
-        assert f"`{f}`" in text
-    fair = registry.client().get_run(registry.version_of(ml.spec.name, "champion").tags["run_id"])
-    assert fair.data.tags["git_commit"] in text
-    for name in ("silver.transactions", "gold.customer_features"):
-        assert f"| {name} | {fair.data.tags['table_version.' + name]} |" in text
-        assert f"--pin {name}={fair.data.tags['table_version.' + name]}" in text  # the reproduce command reads the same versions
-    assert f"Drift over {d0} .. {d1} (7 day(s))" in text
-    lines = {}
-    for chart in ("reliability", "psi"):
-        svg = ElementTree.parse(tmp_path / "reports" / f"{ml.spec.name}_v1_{chart}.svg").getroot()
-        lines[chart] = [len(p.get("points").split()) for p in svg.findall("{http://www.w3.org/2000/svg}polyline")]
-        assert f"({ml.spec.name}_v1_{chart}.svg)" in text
-    # reliability: one line through the champion's calibration bins
-    assert lines["reliability"] == [len(mlflow.artifacts.load_dict(f"runs:/{champion_run}/calibration.json")["bins"])]
-    # PSI per day: a line over the 7 days for each of the 4 features with the highest PSI, and the score
-    worst: dict[str, float] = {}
-    for r in drift_all:
-        if r["metric"] == "psi":
-            worst[r["subject"]] = max(worst.get(r["subject"], 0.0), r["value"])
-    assert lines["psi"] == [7] * len({*sorted(worst, key=lambda f: -worst[f])[:4], "score"})
 
 
 def test_a_training_set_is_rebuilt_from_the_table_versions_it_is_pinned_to(spark: SparkSession, ml: MlLake) -> None:
