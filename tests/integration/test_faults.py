@@ -83,18 +83,14 @@ def test_every_table_survives_sigkill_at_each_point(spark: SparkSession, tmp_pat
 
     # Lake B: each killed run also recovers what the previous one left; lake A builds the same
     # days in one run (silver and gold do not depend on how the arrivals were batched).
-    # A killed process runs only the layer it is killed in; the layers before it (and the
-    # recovery of what the previous kill left) run here, in this test's warm session.
     new_day(3)
-    killed(b, raw, "bronze.after_append:bronze.transactions", "pipeline", "--layers", "bronze")
+    killed(b, raw, "bronze.after_append:bronze.transactions", "pipeline")
     new_day(4)
-    run(b, raw, "--layers", "bronze")
-    killed(b, raw, "silver.after_merge:silver.transactions", "pipeline", "--layers", "silver")
+    killed(b, raw, "silver.after_merge:silver.transactions", "pipeline")
     lake_b = Lake(env_for(b, f"paths.raw={raw}"), load_tables(CONF))
     busy_writer(spark, lake_b.path("silver.transactions"), 51)
     new_day(5)
-    run(b, raw, "--layers", "bronze,silver")
-    killed(b, raw, "gold.after_write:gold.merchant_daily_kpis", "pipeline", "--layers", "gold")
+    killed(b, raw, "gold.after_write:gold.merchant_daily_kpis", "pipeline")
     run(b, raw)
     run(a, raw)
 
