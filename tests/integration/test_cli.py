@@ -70,6 +70,7 @@ def test_unresolvable_maven_package_is_one_line(tmp_path: Path) -> None:
     assert line.startswith("error: cannot resolve org.example.nowhere:missing-lib_2.13:0.0.1")
 
 
+@pytest.mark.slow  # over 8 s here: left out of make test-fast
 def test_spark_submit_runs_a_job_end_to_end(tmp_path: Path) -> None:
     proc = run(["./spark-submit.sh", "generate_raw", "--scale", "0.002", "--days", "1"], LAKEHOUSE_ROOT=str(tmp_path))
     assert proc.returncode == 0, proc.stderr[-2000:]

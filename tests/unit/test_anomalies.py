@@ -7,6 +7,7 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import pytest
 from pyspark.sql import SparkSession
 
 from lakehouse.config import load_tables
@@ -118,6 +119,7 @@ def _day(run: str) -> int:
     return int(run.split("-")[1][:2])
 
 
+@pytest.mark.slow  # over 8 s here: left out of make test-fast
 def test_anomalies_flag_exactly_the_figures_far_from_their_history(spark: SparkSession, tmp_path: Path) -> None:
     lake = Lake(env_for(tmp_path), load_tables(CONF))
     profiles = [

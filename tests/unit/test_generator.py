@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from chispa import assert_df_equality
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
@@ -9,6 +10,7 @@ from pyspark.sql import functions as F
 from lakehouse.payments import generator as g
 
 
+@pytest.mark.slow  # over 8 s here: left out of make test-fast
 def test_same_parameters_same_records_and_days_do_not_depend_on_horizon(spark: SparkSession) -> None:
     p = g.GeneratorParams(scale=0.003, days=3)
     a = g.records_by_source(spark, p, 3)["transactions"].select("arrival_day", "line")
@@ -18,6 +20,7 @@ def test_same_parameters_same_records_and_days_do_not_depend_on_horizon(spark: S
     assert_df_equality(a.where("arrival_day < 2"), longer.select("arrival_day", "line").where("arrival_day < 2"), ignore_row_order=True)
 
 
+@pytest.mark.slow  # over 8 s here: left out of make test-fast
 def test_manifest_counts_every_line(spark: SparkSession) -> None:
     p = g.GeneratorParams(scale=0.01, days=4)
     recs = g.records_by_source(spark, p, 4)
@@ -41,6 +44,7 @@ def test_manifest_counts_every_line(spark: SparkSession) -> None:
     } <= kinds
 
 
+@pytest.mark.slow  # over 8 s here: left out of make test-fast
 def test_fraud_has_signal_and_truth_stays_out_of_the_raw_lines(spark: SparkSession) -> None:
     p = g.GeneratorParams(scale=0.05, days=2)
     truth = g.fraud_truth(spark, p, 2)

@@ -203,6 +203,7 @@ def test_customer_360_adds_what_the_changes_make_a_difference_of(spark: SparkSes
     assert sorted(_incremental(spark, before, after, changes)) == ["C1", "C2", "C3"]
 
 
+@pytest.mark.slow  # over 8 s here: left out of make test-fast
 def test_customer_360_recounts_a_customer_whose_payment_went_away(spark: SparkSession) -> None:
     before = _tables(spark)
     after = dict(before)
@@ -221,6 +222,7 @@ def test_customer_360_recounts_a_customer_whose_payment_went_away(spark: SparkSe
     assert (row.last_transaction_date, row.favourite_categories) == (date(2026, 1, 1), ["electronics"])
 
 
+@pytest.mark.slow  # over 8 s here: left out of make test-fast
 def test_customer_360_follows_a_merchants_new_category_and_a_payment_moved_to_another_day(spark: SparkSession) -> None:
     before = _tables(spark)
     d1, d3 = date(2026, 1, 1), date(2026, 1, 3)

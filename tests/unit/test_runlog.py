@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import date
 from pathlib import Path
 
+import pytest
 from pyspark.sql import SparkSession
 
 from lakehouse.config import load_tables
@@ -27,6 +28,7 @@ def commits(spark: SparkSession, path: str) -> list[list[str]]:
     return out
 
 
+@pytest.mark.slow  # over 8 s here: left out of make test-fast
 def test_rows_of_finished_tables_land_per_save_in_one_commit_each(spark: SparkSession, tmp_path: Path) -> None:
     lake = Lake(env_for(tmp_path), load_tables(CONF))
     log = RunLog(spark, lake, "pipeline", "run-1", date(2026, 1, 1), background=True)
