@@ -268,9 +268,10 @@ def test_a_failed_write_leaves_the_table_intact_and_the_next_run_recovers(spark:
     quarantine = DeltaTable.forPath(spark, lake.quarantine_path("silver.transactions"))
     # (a record of an earlier run: the failed run's rejects are replaced by the retry's, on their batch key)
     record = quarantine.toDF().where(F.col("run_id") != runlog.run_id).select("record").first()["record"]
-    gone = quarantine.toDF().where(F.col("record") == record)
-    gone = spark.createDataFrame(gone.collect(), gone.schema)  # the rows themselves, not a view of the table
-    lost = gone.count()
+    matching = quarantine.toDF().where(F.col("record") == record)
+    rows = matching.collect()
+    gone = spark.createDataFrame(rows, matching.schema)  # the rows themselves, not a view of the table
+    lost = len(rows)
     quarantine.delete(F.col("record") == record)
     pattern = (
         r"reconciliation failed: silver\.transactions: bronze \d+ != silver \d+ \+ quarantined \d+ \+ duplicates \d+ "
