@@ -100,9 +100,13 @@ class MaintenanceSettings:
 class PipelineSettings:
     """``pipeline:`` in the environment: ``parallel_tables`` is how many tables of a layer are
     built at once (each after the same-layer tables it reads; :mod:`lakehouse.pipeline.parallel`).
-    1 builds them one after another."""
+    1 builds them one after another. ``gold_rebuild_below_mib``: a gold table whose upstream
+    tables hold less than this many MiB together is rebuilt in full instead of incrementally
+    (at that size an incremental build's many small queries cost more than the data work it
+    saves); 0 builds incrementally at any size."""
 
     parallel_tables: int = 1
+    gold_rebuild_below_mib: float = 64.0
 
 
 @dataclass(frozen=True)
@@ -354,11 +358,18 @@ def load_env(
         raise ConfigError(last, "maintenance.retention_hours", f"{hours!r} is not a whole number of hours >= 0")
     pipe_in = data.get("pipeline") or {}
     for k in pipe_in:
-        if k != "parallel_tables":
-            raise ConfigError(last, f"pipeline.{k}", "unknown key (allowed: parallel_tables)")
+        if k not in ("parallel_tables", "gold_rebuild_below_mib"):
+            raise ConfigError(last, f"pipeline.{k}", "unknown key (allowed: parallel_tables, gold_rebuild_below_mib)")
     parallel = str(pipe_in.get("parallel_tables", 1)).strip()
     if not parallel.isdigit() or int(parallel) < 1:
         raise ConfigError(last, "pipeline.parallel_tables", f"{parallel!r} is not a whole number >= 1")
+    rebuild_below = str(pipe_in.get("gold_rebuild_below_mib", 64)).strip()
+    try:
+        rebuild_mib = float(rebuild_below)
+    except ValueError:
+        rebuild_mib = -1.0
+    if not rebuild_mib >= 0:
+        raise ConfigError(last, "pipeline.gold_rebuild_below_mib", f"{rebuild_below!r} is not a number of MiB >= 0")
     ml_in = data.get("ml") or {}
     for k, v in ml_in.items():
         if k not in ("tracking_uri", "artifact_location"):
@@ -385,7 +396,7 @@ def load_env(
         config_hash=hashlib.sha256(canonical.encode()).hexdigest()[:12],
         maintenance=MaintenanceSettings(retention_hours=int(hours)),
         ml=MlSettings(tracking_uri=ml_in.get("tracking_uri") or None, artifact_location=ml_in.get("artifact_location") or None),
-        pipeline=PipelineSettings(parallel_tables=int(parallel)),
+        pipeline=PipelineSettings(parallel_tables=int(parallel), gold_rebuild_below_mib=rebuild_mib),
     )
 
 

@@ -42,7 +42,8 @@ VOLATILE = ("_ingested_at", "_ingest_date", "_run_id", "run_id", "batch_key", "q
 
 
 def conf_args(root: Path, raw: Path) -> list[str]:
-    return ["--conf", f"lake_root={root}", "--conf", f"paths.raw={raw}"]
+    # gold built incrementally however small the lake: the kill points in gold are in that path
+    return ["--conf", f"lake_root={root}", "--conf", f"paths.raw={raw}", "--conf", "pipeline.gold_rebuild_below_mib=0"]
 
 
 def run(root: Path, raw: Path, *args: str) -> None:

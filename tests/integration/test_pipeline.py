@@ -20,7 +20,7 @@ from pyspark.sql import functions as F
 
 from lakehouse.config import EnvConfig, load_tables
 from lakehouse.errors import PipelineError, ReconciliationError, SourceError
-from lakehouse.io import delta
+from lakehouse.io import delta, delta_log
 from lakehouse.payments.generator import GeneratorParams
 from lakehouse.pipeline import bronze, silver
 from lakehouse.pipeline.generate import generate_raw_zone, read_manifests
@@ -48,7 +48,9 @@ class Built:
 
 
 def run_pipeline(built: Built, *args: str) -> None:
-    assert pipeline_main(["--conf", f"lake_root={built.root}", "--no-summary", *restricted(args, built.tables)]) == 0
+    # gold built incrementally however small the lake: this module checks that path against full recomputes
+    incremental = ["--conf", "pipeline.gold_rebuild_below_mib=0"]
+    assert pipeline_main(["--conf", f"lake_root={built.root}", *incremental, "--no-summary", *restricted(args, built.tables)]) == 0
 
 
 @pytest.fixture(scope="module")
@@ -173,6 +175,7 @@ def test_a_new_raw_batch_is_ingested_alone(spark: SparkSession, built: Built) ->
     hist = spark.sql(f"DESCRIBE HISTORY delta.`{lake.path('gold.merchant_daily_kpis')}`").where(F.col("version") > gold_before)
     ops = [r.operationParameters.get("predicate", "") for r in hist.collect()]
     assert ops and all("event_date IN" in p for p in ops), ops
+    assert delta_log.latest_stamp(spark, lake.path("gold.customer_360"), "gold.customer_360").operation == "MERGE"
     test_gold_matches_a_full_recompute(spark, built)
 
 

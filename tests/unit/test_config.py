@@ -31,6 +31,8 @@ def test_env_overlay_interpolation_and_overrides(conf: Path) -> None:
     assert env.spark.conf["spark.sql.extensions"] == "io.delta.sql.DeltaSparkSessionExtension"  # from base
     assert env.spark.master == "local[2]"
     assert env.reporting_currency == "USD"
+    assert env.pipeline.gold_rebuild_below_mib == 64  # from base
+    assert load_env(conf, "local", ["pipeline.gold_rebuild_below_mib=0.5"], environ={}).pipeline.gold_rebuild_below_mib == 0.5
     cluster = load_env(conf, "cluster", environ={"SPARK_MASTER_URL": "spark://10.0.0.1:7077", "LAKEHOUSE_ROOT": "hdfs://nn:8020/lake"})
     assert cluster.spark.master == "spark://10.0.0.1:7077"
     assert cluster.lake_root == "hdfs://nn:8020/lake"
@@ -84,6 +86,8 @@ def test_interpolation_without_default_names_file_and_key() -> None:
         ("paths:\n  rw: /x\n", "paths.rw", "unknown key"),
         ("maintenance:\n  retention_hours: -1\n", "maintenance.retention_hours", "not a whole number"),
         ("maintenance:\n  keep: 3\n", "maintenance.keep", "unknown key"),
+        ("pipeline:\n  gold_rebuild_below_mib: lots\n", "pipeline.gold_rebuild_below_mib", "not a number of MiB"),
+        ("pipeline:\n  gold_rebuild_below_mib: -1\n", "pipeline.gold_rebuild_below_mib", "not a number of MiB"),
     ],
 )
 def test_bad_env_file_names_file_and_key(conf: Path, text: str, key: str, problem: str) -> None:

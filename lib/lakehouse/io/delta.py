@@ -363,6 +363,19 @@ def replace_values(
     return last_metrics(spark, path)
 
 
+def replace_all(
+    spark: SparkSession, df: DataFrame, path: str, optimize_write: bool = True, stamp: Stamp | None = None
+) -> dict[str, int]:
+    """Atomically replace every row of the table by ``df`` (one overwrite commit; the table's
+    schema, partitioning, constraints and properties stay); ``optimize_write`` and ``stamp`` as
+    in :func:`replace_values`."""
+    w = _stamp_options(df.write.format("delta").mode("overwrite"), stamp)
+    if not optimize_write:
+        w = w.option("optimizeWrite", "false")
+    retry_on_conflict(lambda: w.save(path), f"overwrite of {path}")
+    return last_metrics(spark, path)
+
+
 def files_read(df: DataFrame) -> int:
     """Run ``df`` (collecting its rows: meant for small, filtered results) and return how many
     files its scans read: the ``numFiles`` metric of every file scan of the executed plan, after

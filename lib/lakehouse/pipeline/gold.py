@@ -78,6 +78,11 @@ def readable(spark: SparkSession, lake: Lake, versions: dict[str, int], margin_h
     return True
 
 
+def upstream_mib(spark: SparkSession, lake: Lake, spec: TableSpec) -> float:
+    """The size of ``spec``'s upstream tables together, in MiB, from their Delta logs (no Spark job)."""
+    return sum(int(delta_log.snapshot(spark, lake.path(u)).sizeInBytes()) for u in spec.upstream) / 2**20
+
+
 def mismatched_keys(stored: DataFrame, recount: DataFrame, keys: tuple[str, ...] | list[str]) -> DataFrame:
     """The keys whose row in ``stored`` differs from their row in ``recount`` (or is in one only):
     one full outer join on the keys, whole rows compared null-safe."""
@@ -149,12 +154,23 @@ def build_table(spark: SparkSession, lake: Lake, spec: TableSpec, runlog: RunLog
                 log.info("%s: silver unchanged since the last run: nothing to do", spec.name)
                 tr.output_version = delta.version(spark, path)
                 return tr
-            log.info("%s: incremental from %s", spec.name, {k: (last.get(k), current[k]) for k in current})
-            tables[spec.short_name] = spark.read.format("delta").load(path)  # what the changes leave as it is
+            size = upstream_mib(spark, lake, spec)
+            if size < lake.env.pipeline.gold_rebuild_below_mib:
+                log.info(
+                    "%s: upstream changed; %.1f MiB upstream, under pipeline.gold_rebuild_below_mib (%g): rebuilt in full",
+                    spec.name,
+                    size,
+                    lake.env.pipeline.gold_rebuild_below_mib,
+                )
+                changes = None
+            else:
+                log.info("%s: incremental from %s", spec.name, {k: (last.get(k), current[k]) for k in current})
+                tables[spec.short_name] = spark.read.format("delta").load(path)  # what the changes leave as it is
         fn = spec.transform_fn()
         previous = None
         if changes is not None and "previous" in inspect.signature(fn).parameters and not readable(spark, lake, last):
             log.info("%s: the versions the last run read may be vacuumed by now: full build", spec.name)
+            changes = None
             out = fn(tables, None)
         elif changes is not None and "previous" in inspect.signature(fn).parameters:
             # the upstream tables as the last run read them (Delta time travel): for transforms
@@ -183,8 +199,16 @@ def build_table(spark: SparkSession, lake: Lake, spec: TableSpec, runlog: RunLog
             rows = checked.rows
             tr.rows_read = rows
             tr.rows_warned = checked.warned
-            if rows:
-                if spec.mode == "replace_where":
+            if rows or (changes is None and last is not None):  # a rebuild to no rows empties the table
+                if changes is None:
+                    # a full build: the table becomes exactly ``out`` (one overwrite, no MERGE
+                    # reading what it replaces); a replace_where table ranged by its column
+                    if spec.mode == "replace_where":
+                        delta.replace_all(spark, out.repartitionByRange(spec.replace_by), path, optimize_write=False, stamp=stamp)
+                    else:
+                        delta.replace_all(spark, out, path, stamp=stamp)
+                    log.info("%s: wrote %d row(s) in full", spec.name, rows)
+                elif spec.mode == "replace_where":
                     col = spec.replace_by
                     assert col is not None  # the config loader requires it
                     values = sorted(r[0] for r in out.select(col).distinct().collect())
