@@ -48,6 +48,16 @@ BRONZE_METADATA: tuple[tuple[str, str], ...] = (
     ("_ingest_date", "date"),
     ("_run_id", "string"),
 )
+# Columns every silver table carries, added to its declared schema when it leaves them out: the
+# record's hash (duplicates and tie-breaks; the runner computes it when the transform does not)
+# and its lineage (taken from the bronze record).
+SILVER_METADATA: tuple[tuple[str, str], ...] = (
+    ("_record_hash", "bigint"),
+    ("_source_file", "string"),
+    ("_ingested_at", "timestamp"),
+)
+SQL_TABLE_REF = re.compile(r"(?<!\{)\{([A-Za-z_][A-Za-z0-9_]*)\}(?!\})")
+"""A ``{name}`` reference to an upstream table in a gold table's ``sql:`` (``{{`` is a literal brace)."""
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -535,6 +545,10 @@ class TableSpec:
             (:func:`partition_bytes`).
         version_column: for ``merge``/``scd2``: the column whose highest value wins.
         transform: dotted name of the pure function that builds the table.
+        sql: for gold: a Spark SQL query over the upstream tables, named ``{short_name}``,
+            instead of ``transform`` (the table is rebuilt in full when they change).
+        select: for silver without ``transform``: SQL expressions over the bronze record, by
+            column; a declared column not named here is ``try_cast(<same field> AS <type>)``.
         upstream: names of the tables it is built from.
         source: for bronze tables, the raw landing folder and format.
         expectations, pii, properties: quality rules, PII tags, Delta table properties.
@@ -565,6 +579,8 @@ class TableSpec:
     expected_rows_per_day: int | None = None
     expected_row_bytes: int | None = None
     features: FeatureSpec | None = None
+    sql: str | None = None
+    select: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
     def short_name(self) -> str:
@@ -575,10 +591,17 @@ class TableSpec:
         return tuple(c for c, _ in self.columns)
 
     def transform_fn(self) -> Callable[..., Any]:
-        """Import and return the function named by ``transform``."""
-        if not self.transform:
-            raise ConfigError(self.file, "transform", "this table names no transform")
-        return import_dotted(self.transform, self.file, "transform")
+        """The function that builds the table: the one named by ``transform``, else the table's
+        ``sql`` (gold) or typed columns (silver) as a function of the same shape."""
+        if self.transform:
+            return import_dotted(self.transform, self.file, "transform")
+        from lakehouse.transforms import declared  # pyspark: not imported before Spark is needed
+
+        if self.sql:
+            return declared.sql_transform(self)
+        if self.layer == "silver":
+            return declared.typed_transform(self)
+        raise ConfigError(self.file, "transform", "this table names no transform")
 
 
 _TABLE_KEYS: dict[str, type | tuple[type, ...]] = {
@@ -602,6 +625,8 @@ _TABLE_KEYS: dict[str, type | tuple[type, ...]] = {
     "replace_by": str,
     "expected_scale": dict,
     "features": dict,
+    "sql": str,
+    "select": dict,
 }
 PARTITION_MIN_BYTES = 1_000_000_000
 """The layout rule: partition a table by a column only if one value's partition holds at least
@@ -661,6 +686,12 @@ def parse_table(data: Mapping[str, Any], file: str) -> TableSpec:
     names = [c for c, _ in columns]
     if layer == "bronze":
         names += [c for c, _ in BRONZE_METADATA]
+    schema_ddl = str(data["schema"]).strip()
+    if layer == "silver":  # the metadata every silver table carries, unless declared already
+        missing = [(c, t) for c, t in SILVER_METADATA if c not in names]
+        columns += tuple(missing)
+        names += [c for c, _ in missing]
+        schema_ddl = ", ".join([schema_ddl.rstrip(", "), *[f"{c} {t}" for c, t in missing]])
     keys = _str_list(data, "keys", file)
     partition_by = _str_list(data, "partition_by", file)
     zorder_by = _str_list(data, "zorder_by", file)
@@ -679,8 +710,8 @@ def parse_table(data: Mapping[str, Any], file: str) -> TableSpec:
         raise ConfigError(file, "version_column", f"column {version_column!r} is not in the schema")
     if mode in ("merge", "scd2") and not keys:
         raise ConfigError(file, "keys", f"mode {mode} needs business keys")
-    if mode in ("merge", "scd2") and layer == "silver" and not version_column:
-        raise ConfigError(file, "version_column", f"mode {mode} needs a version column")
+    if mode == "scd2" and not version_column:
+        raise ConfigError(file, "version_column", "mode scd2 needs a version column (the instant each version starts)")
     replace_by = data.get("replace_by")
     if mode == "replace_where" and not replace_by:
         raise ConfigError(file, "replace_by", "mode replace_where needs the column whose values a run replaces")
@@ -734,10 +765,9 @@ def parse_table(data: Mapping[str, Any], file: str) -> TableSpec:
     elif "source" in data:
         raise ConfigError(file, "source", "only bronze tables read a raw source; use upstream")
     else:
-        if not data.get("transform"):
-            raise ConfigError(file, "transform", f"required key is missing for a {layer} table")
         if not data.get("upstream"):
             raise ConfigError(file, "upstream", f"required key is missing for a {layer} table")
+        _check_declared_transform(data, layer, file, names)
     if data.get("transform"):
         import_dotted(data["transform"], file, "transform")
     expectations = data.get("expectations") or []
@@ -758,7 +788,7 @@ def parse_table(data: Mapping[str, Any], file: str) -> TableSpec:
         layer=layer,
         description=str(data["description"]).strip(),
         owner=data["owner"],
-        schema=data["schema"],
+        schema=schema_ddl,
         columns=columns,
         keys=keys,
         partition_by=partition_by,
@@ -777,7 +807,36 @@ def parse_table(data: Mapping[str, Any], file: str) -> TableSpec:
         expected_rows_per_day=rows_per_day,
         expected_row_bytes=row_bytes,
         features=features,
+        sql=data.get("sql"),
+        select=MappingProxyType({str(k): str(v) for k, v in (data.get("select") or {}).items()}),
     )
+
+
+def _check_declared_transform(data: Mapping[str, Any], layer: str, file: str, names: Sequence[str]) -> None:
+    """A silver or gold table says how it is built: ``transform`` (a Python function), ``sql``
+    (gold) or typed columns with optional ``select`` expressions (silver), one way only."""
+    given = [k for k in ("transform", "sql", "select") if data.get(k)]
+    if len(given) > 1:
+        raise ConfigError(file, given[1], f"give one of {' or '.join(given)}, not both")
+    if data.get("sql") and layer != "gold":
+        raise ConfigError(file, "sql", "only gold tables are declared by a query (a silver table: select expressions, or a transform)")
+    if data.get("select") and layer != "silver":
+        raise ConfigError(file, "select", "only silver tables type bronze records by select expressions (a gold table: sql)")
+    if layer == "gold" and not given:
+        raise ConfigError(file, "transform", "a gold table needs a transform (a Python function) or sql (a query over its upstream tables)")
+    for col, expr in (data.get("select") or {}).items():
+        if col not in names:
+            raise ConfigError(file, f"select.{col}", "column is not in the schema")
+        if not isinstance(expr, str) or not expr.strip():
+            raise ConfigError(file, f"select.{col}", "expected a SQL expression")
+    if data.get("sql"):
+        upstream = {u.split(".", 1)[-1] for u in data.get("upstream") or []}
+        refs = SQL_TABLE_REF.findall(data["sql"])
+        if not refs:
+            raise ConfigError(file, "sql", f"the query names no upstream table (write {{name}} for one of: {', '.join(sorted(upstream))})")
+        for ref in refs:
+            if ref not in upstream:
+                raise ConfigError(file, "sql", f"{{{ref}}} is not an upstream table (upstream: {', '.join(sorted(upstream))})")
 
 
 def load_tables(conf_dir: str | os.PathLike[str]) -> Mapping[str, TableSpec]:
@@ -803,6 +862,8 @@ def load_tables(conf_dir: str | os.PathLike[str]) -> Mapping[str, TableSpec]:
         for i, up in enumerate(spec.upstream):
             if up not in specs:
                 raise ConfigError(spec.file, f"upstream[{i}]", f"unknown table {up!r} (known: {', '.join(sorted(specs))})")
+        if spec.layer == "silver" and not spec.transform:
+            _check_typed_columns(spec, specs[spec.upstream[0]])
         for e in spec.expectations:
             ref = e.args.get("table") if e.check == "foreign_key" else None
             if ref and ref not in spec.upstream:
@@ -810,3 +871,18 @@ def load_tables(conf_dir: str | os.PathLike[str]) -> Mapping[str, TableSpec]:
                     spec.file, f"expectations.{e.name}.args.table", f"{ref!r} must be one of the upstream tables (it is built first)"
                 )
     return MappingProxyType(specs)
+
+
+def _check_typed_columns(spec: TableSpec, bronze: TableSpec) -> None:
+    """Each column of a silver table typed from its bronze record (no transform) has a ``select``
+    expression or a field of the same name in the bronze table."""
+    fields = set(bronze.column_names) | {c for c, _ in BRONZE_METADATA}
+    for c in spec.column_names:
+        if c in spec.select or c in (m for m, _ in SILVER_METADATA) or c in fields:
+            continue
+        raise ConfigError(
+            spec.file,
+            "schema",
+            f"column {c!r} is neither a field of {bronze.name} ({', '.join(bronze.column_names)}) nor given in select: "
+            f"add select: {{{c}: <SQL expression>}}",
+        )

@@ -241,7 +241,7 @@ def merge_latest(
     path: str,
     updates: DataFrame,
     keys: Sequence[str],
-    version_column: str,
+    version_column: str | None,
     tiebreak_column: str,
     prune: Mapping[str, Sequence[Any]] | None = None,
     evolve: bool = False,
@@ -249,8 +249,11 @@ def merge_latest(
     """Upsert ``updates`` (one row per key) so the highest ``(version, tiebreak)`` wins.
 
     An incoming row replaces the stored one only if it is strictly newer, which makes the MERGE
-    idempotent and independent of arrival order. ``prune`` restricts the target to some partition
-    values (file pruning) — pass the partition values present in ``updates``.
+    idempotent and independent of arrival order. Without a ``version_column`` (a source whose
+    records carry no version) the latest delivery wins, but an identical record (the same
+    ``tiebreak``, a record hash) changes nothing: a re-sent file is a duplicate, not an update.
+    ``prune`` restricts the target to some partition values (file pruning) — pass the partition
+    values present in ``updates``.
 
     Returns:
         The commit's operation metrics (numTargetRowsInserted, numTargetRowsUpdated, ...).
@@ -260,9 +263,12 @@ def merge_latest(
         cond = cond & (F.col(f"t.{k}") == F.col(f"s.{k}"))
     for col, values in (prune or {}).items():
         cond = cond & F.col(f"t.{col}").isin(list(values))
-    newer = (F.col(f"s.{version_column}") > F.col(f"t.{version_column}")) | (
-        (F.col(f"s.{version_column}") == F.col(f"t.{version_column}")) & (F.col(f"s.{tiebreak_column}") > F.col(f"t.{tiebreak_column}"))
-    )
+    if version_column:
+        newer = (F.col(f"s.{version_column}") > F.col(f"t.{version_column}")) | (
+            (F.col(f"s.{version_column}") == F.col(f"t.{version_column}")) & (F.col(f"s.{tiebreak_column}") > F.col(f"t.{tiebreak_column}"))
+        )
+    else:
+        newer = ~F.col(f"s.{tiebreak_column}").eqNullSafe(F.col(f"t.{tiebreak_column}"))
     builder = DeltaTable.forPath(spark, path).alias("t").merge(updates.alias("s"), cond)
     if evolve:  # columns of ``updates`` the table lacks are added to it
         builder = builder.withSchemaEvolution()
@@ -363,9 +369,7 @@ def replace_values(
     return last_metrics(spark, path)
 
 
-def replace_all(
-    spark: SparkSession, df: DataFrame, path: str, optimize_write: bool = True, stamp: Stamp | None = None
-) -> dict[str, int]:
+def replace_all(spark: SparkSession, df: DataFrame, path: str, optimize_write: bool = True, stamp: Stamp | None = None) -> dict[str, int]:
     """Atomically replace every row of the table by ``df`` (one overwrite commit; the table's
     schema, partitioning, constraints and properties stay); ``optimize_write`` and ``stamp`` as
     in :func:`replace_values`."""

@@ -8,6 +8,11 @@ version + 1 to the current one, hands it to the table's transform (which works o
 writes the result with replaceWhere on the affected values of ``replace_by`` (``replace_where``:
 one commit swaps those rows, rewriting only the files that hold them) or a MERGE on the keys
 (``merge``). No change upstream: nothing is written. No earlier run: a full build.
+
+A full build overwrites the table in one stamped commit. It is also what a changed upstream gets
+when the upstream tables are small (under ``pipeline.gold_rebuild_below_mib`` together: there the
+incremental path's many small queries cost more than recomputing) or when the table is declared
+by ``sql`` (a query has no incremental form).
 """
 
 from __future__ import annotations
@@ -155,7 +160,10 @@ def build_table(spark: SparkSession, lake: Lake, spec: TableSpec, runlog: RunLog
                 tr.output_version = delta.version(spark, path)
                 return tr
             size = upstream_mib(spark, lake, spec)
-            if size < lake.env.pipeline.gold_rebuild_below_mib:
+            if spec.sql:
+                log.info("%s: upstream changed; declared by sql: rebuilt in full", spec.name)
+                changes = None
+            elif size < lake.env.pipeline.gold_rebuild_below_mib:
                 log.info(
                     "%s: upstream changed; %.1f MiB upstream, under pipeline.gold_rebuild_below_mib (%g): rebuilt in full",
                     spec.name,

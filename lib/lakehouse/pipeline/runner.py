@@ -82,7 +82,7 @@ def main(argv: Sequence[str] | None, layers: str = "bronze,silver,gold", summary
         problem = mismatches(recon)
         runlog.end("failed" if problem else "finished", f"reconciliation: {problem}" if problem else None)
     if not args.no_summary:
-        print(render(stages, table_stats(spark, ctx.lake), recon, runlog.entries), flush=True)
+        print(render(stages, table_stats(spark, ctx.lake, tables or None), recon, runlog.entries), flush=True)
     if problem:
         raise ReconciliationError(f"reconciliation failed: {problem}; run {ctx.run_id} is marked failed in ops.run_log")
     return 0

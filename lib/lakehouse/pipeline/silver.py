@@ -44,7 +44,7 @@ from lakehouse.quality.metrics import QualityMetrics
 from lakehouse.quality.quarantine import QUARANTINE_SCHEMA, RECORD_METADATA, quarantine_rows
 from lakehouse.runlog import RunLog, TableRun, log_batch
 from lakehouse.tables import Lake
-from lakehouse.transforms.dedup import latest_per_key
+from lakehouse.transforms.dedup import latest_per_key, record_hash
 from lakehouse.transforms.scd2 import scd2_chain
 
 log = logging.getLogger(__name__)
@@ -91,12 +91,13 @@ def _merge(spark: SparkSession, lake: Lake, spec: TableSpec, valid: DataFrame, e
     schema = delta.schema_of(spark, spec.schema)
     for c in extra:  # columns the source gained (schema_drift: evolve), kept as text
         schema = schema.add(c, "string")
-    latest = latest_per_key(valid, spec.keys, [spec.version_column or "", "_record_hash"])
+    # the highest version wins; a source without versions: the latest arrival folder's record
+    latest = latest_per_key(valid, spec.keys, [spec.version_column or "__in._arrival_date", "_record_hash"])
     latest = delta.check_schema(latest, schema, spec.name)
     prune = None
     if spec.partition_by:
         prune = {c: [r[0] for r in latest.select(c).distinct().collect() if r[0] is not None] for c in spec.partition_by}
-    m = delta.merge_latest(spark, path, latest, spec.keys, spec.version_column or "", "_record_hash", prune, evolve=bool(extra))
+    m = delta.merge_latest(spark, path, latest, spec.keys, spec.version_column, "_record_hash", prune, evolve=bool(extra))
     return m.get("numTargetRowsInserted", 0), m.get("numTargetRowsUpdated", 0)
 
 
@@ -168,12 +169,39 @@ def evolved_of(lake: Lake, spec: TableSpec, batch: DataFrame) -> list[str]:
     return evolved_columns(batch.columns, bronze)
 
 
+def completed(spec: TableSpec, typed: DataFrame) -> DataFrame:
+    """The transform's result with what the runner supplies when the transform leaves it out:
+    ``_record_hash`` (of the declared columns, metadata aside) and the lineage columns (from the
+    bronze record, ``__in``).
+
+    Raises:
+        PipelineError: the result lost ``__in`` (the record as delivered, which quarantine keeps).
+    """
+    if "__in" not in typed.columns:
+        raise PipelineError(
+            f"{spec.name}: transform {spec.transform} returned no __in column (the bronze record as delivered, "
+            "which quarantine keeps): pass the input's columns whose names start with __ through"
+        )
+    add = {}
+    if "_record_hash" not in typed.columns:
+        add["_record_hash"] = record_hash([c for c in spec.column_names if not c.startswith("_") and c in typed.columns])
+    for c in ("_source_file", "_ingested_at"):
+        if c not in typed.columns and c in spec.column_names:
+            add[c] = F.col(f"__in.{c}")
+    return typed.withColumns(add) if add else typed
+
+
 def transform_batch(spark: SparkSession, lake: Lake, spec: TableSpec, batch: DataFrame, run_id: str) -> tuple[DataFrame, list[str]]:
     """The table's transform over bronze rows (with ``__in``) and the other upstream tables;
     also returns the source columns added by schema evolution that the result carries as text."""
+    for u in spec.upstream[1:]:
+        if not delta.is_delta(spark, lake.path(u)):
+            raise PipelineError(
+                f"{spec.name}: upstream {u} has no Delta table at {lake.path(u)} (build it first: --tables {u},{spec.name})"
+            )
     others = {lake.spec(u).short_name: spark.read.format("delta").load(lake.path(u)) for u in spec.upstream[1:]}
     context = {"reporting_currency": lake.env.reporting_currency, "run_id": run_id}
-    typed = call_transform(spec, with_input(batch), others, context)
+    typed = completed(spec, call_transform(spec, with_input(batch), others, context))
     extra = evolved_of(lake, spec, batch)
     if extra:
         log.info("%s: carrying evolved source column(s) %s", spec.name, ", ".join(extra))

@@ -78,10 +78,11 @@ def mismatches(recon: Sequence[Reconciliation]) -> str | None:
     return "; ".join(bad) if bad else None
 
 
-def table_stats(spark: SparkSession, lake: Lake) -> list[tuple[str, int | None, int, int, int | None]]:
-    """``(table, rows, data files, data bytes, version)`` of every table (Delta's own detail)."""
+def table_stats(spark: SparkSession, lake: Lake, tables: Sequence[str] | None = None) -> list[tuple[str, int | None, int, int, int | None]]:
+    """``(table, rows, data files, data bytes, version)`` of every table, or of the named ones
+    and their quarantine tables (Delta's own detail), and of the run log."""
     rows = []
-    names = [s.name for layer in ("bronze", "silver", "gold") for s in lake.layer(layer)]
+    names = [s.name for layer in ("bronze", "silver", "gold") for s in lake.layer(layer) if tables is None or s.name in tables]
     paths = [(n, lake.path(n)) for n in names]
     paths += [(f"quarantine.{lake.spec(n).short_name}", lake.quarantine_path(n)) for n in names if n.startswith("silver.")]
     paths.append(("ops.run_log", lake.ops_path("run_log")))
