@@ -29,13 +29,8 @@ $(WARM): $(STAMP) conf/env/base.yaml
 
 setup: $(WARM) ## Create .venv, install the package and test tools, resolve the Delta jars once
 
-demo: setup ## Generate the raw zone, build every layer, train, register, score and monitor the fraud model, write its card
-	./spark-submit.sh --env $(ENV) generate_raw --scale $(SCALE) --days $(DAYS)
-	./spark-submit.sh --env $(ENV) pipeline
-	./spark-submit.sh --env $(ENV) train
-	./spark-submit.sh --env $(ENV) score
-	./spark-submit.sh --env $(ENV) monitor
-	./spark-submit.sh --env $(ENV) model_card
+demo: setup ## Generate the raw zone, build every layer, train, register, score and monitor the fraud model, write its card (one Spark application)
+	./spark-submit.sh --env $(ENV) demo --scale $(SCALE) --days $(DAYS)
 
 train: setup ## Train the fraud model, register it in MLflow, promote it if it beats the champion (after `make demo`)
 	./spark-submit.sh --env $(ENV) train

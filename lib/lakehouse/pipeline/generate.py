@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import date
 
 from pyspark import StorageLevel
 from pyspark.sql import SparkSession
@@ -96,3 +98,26 @@ def generate_raw_zone(spark: SparkSession, params: g.GeneratorParams, raw_root: 
 def read_manifests(spark: SparkSession, raw_root: str) -> dict[str, dict[str, object]]:
     """Every day's manifest, by arrival date."""
     return {d: json.loads(fs.read_text(spark, f"{raw_root}/_manifests/{d}.json")) for d in existing_days(spark, raw_root)}
+
+
+def generate_main(argv: Sequence[str] | None = None) -> int:
+    """The ``generate_raw`` job: ``--scale``, ``--days``, ``--start-date``, ``--seed``."""
+    from lakehouse.cli import context, parser
+    from lakehouse.session import get_spark
+
+    p = parser("Generate (or extend) the sample raw zone: card payments of an online marketplace.")
+    p.add_argument("--scale", type=float, default=0.1, help="1.0 = about 1 million payments over 30 days")
+    p.add_argument("--days", type=int, default=30, help="arrival days to hold (existing days are kept)")
+    p.add_argument("--start-date", type=date.fromisoformat, default=date(2026, 1, 1))
+    p.add_argument("--seed", type=int, default=42)
+    args = p.parse_args(argv)
+    ctx = context("generate_raw", args)
+    params = g.GeneratorParams(scale=args.scale, start_date=args.start_date, days=args.days, seed=args.seed)
+    spark = get_spark(ctx.env, "lakehouse-generate_raw", args.master)
+    result = generate_raw_zone(spark, params, ctx.env.paths.raw, ctx.env.paths.truth)
+    print(
+        f"raw zone {ctx.env.paths.raw}: {len(result.new_days)} new day(s), "
+        f"{len(result.existing_days)} already there; records written {result.records or 0} in {result.seconds}s",
+        flush=True,
+    )
+    return 0
