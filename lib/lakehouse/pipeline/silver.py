@@ -33,7 +33,7 @@ from lakehouse.errors import PipelineError, QualityError
 from lakehouse.faults import crash_point
 from lakehouse.io import delta, delta_log, fs
 from lakehouse.io.delta_log import Stamp
-from lakehouse.io.stream import drain
+from lakehouse.io.stream import caught_up, drain
 from lakehouse.logs import Laps
 from lakehouse.pipeline.parallel import build_all
 from lakehouse.quality.constraints import ensure_constrained_table
@@ -313,6 +313,10 @@ def build_table(spark: SparkSession, lake: Lake, spec: TableSpec, runlog: RunLog
         if not delta.is_delta(spark, lake.path(driver)):
             raise PipelineError(f"{spec.name}: upstream {driver} has no Delta table at {lake.path(driver)} (run bronze first)")
         tr.inputs = {u: delta.version(spark, lake.path(u)) for u in spec.upstream}
+        if caught_up(spark, lake.checkpoint("silver", spec.name), lake.path(driver)):
+            log.info("%s: no %s commit since the last run: nothing to do", spec.name, driver)
+            tr.output_version = delta.version(spark, lake.path(spec.name))
+            return tr
         metrics = QualityMetrics(spark, lake)
         drain(
             spark.readStream.format("delta").load(lake.path(driver)),
