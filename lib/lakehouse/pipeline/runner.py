@@ -78,11 +78,13 @@ def main(argv: Sequence[str] | None, layers: str = "bronze,silver,gold", summary
         # into): a table that absorbed nothing is as the run that changed it last left it, and
         # that run checked it; the summary shows (and so checks) every silver table of the run
         built = [e.table for e in runlog.entries if e.table.startswith("silver.") and (e.rows_read or not args.no_summary)]
-        recon = reconcile(spark, ctx.lake, built) if built else []
+        stats = None if args.no_summary else table_stats(spark, ctx.lake, tables or None)
+        counted = {name: rows for name, rows, *_ in stats or []}
+        recon = reconcile(spark, ctx.lake, built, counted) if built else []
         problem = mismatches(recon)
         runlog.end("failed" if problem else "finished", f"reconciliation: {problem}" if problem else None)
     if not args.no_summary:
-        print(render(stages, table_stats(spark, ctx.lake, tables or None), recon, runlog.entries), flush=True)
+        print(render(stages, stats or [], recon, runlog.entries), flush=True)
     if problem:
         raise ReconciliationError(f"reconciliation failed: {problem}; run {ctx.run_id} is marked failed in ops.run_log")
     return 0

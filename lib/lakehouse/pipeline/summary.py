@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from delta.tables import DeltaTable
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from lakehouse.io import delta
+from lakehouse.io import delta, delta_log
 from lakehouse.runlog import TableRun
 from lakehouse.tables import Lake
 
@@ -33,11 +32,20 @@ def count(spark: SparkSession, path: str) -> int | None:
     return spark.read.format("delta").load(path).count() if delta.is_delta(spark, path) else None
 
 
-def reconcile(spark: SparkSession, lake: Lake, tables: Sequence[str] | None = None) -> list[Reconciliation]:
+def reconcile(
+    spark: SparkSession, lake: Lake, tables: Sequence[str] | None = None, rows: Mapping[str, int | None] | None = None
+) -> list[Reconciliation]:
     """Compare bronze rows with silver rows + quarantined rows + duplicates, for every silver
     table (or the named ones). Duplicates are summed from ``ops.batch_log``, which every
     micro-batch and replay writes exactly once, inside the batch (and, for a lake older than it,
-    from the run-log rows of the runs before its first row)."""
+    from the run-log rows of the runs before its first row). ``rows``: tables' row counts
+    already taken (by :func:`table_stats`, names as it gives them), not counted again."""
+    known = rows or {}
+
+    def rows_of(name: str, path: str) -> int:
+        n = known[name] if known.get(name) is not None else count(spark, path)
+        return n or 0
+
     batches, runlog = lake.ops_path("batch_log"), lake.ops_path("run_log")
     dups: dict[str, int] = {}
     first = None
@@ -60,9 +68,9 @@ def reconcile(spark: SparkSession, lake: Lake, tables: Sequence[str] | None = No
     for spec in lake.layer("silver"):
         if tables is not None and spec.name not in tables:
             continue
-        bronze = count(spark, lake.path(spec.upstream[0])) or 0
-        silver = count(spark, lake.path(spec.name)) or 0
-        quarantined = count(spark, lake.quarantine_path(spec.name)) or 0
+        bronze = rows_of(spec.upstream[0], lake.path(spec.upstream[0]))
+        silver = rows_of(spec.name, lake.path(spec.name))
+        quarantined = rows_of(f"quarantine.{spec.short_name}", lake.quarantine_path(spec.name))
         out.append(Reconciliation(spec.name, bronze, silver, quarantined, dups.get(spec.name, 0)))
     return out
 
@@ -90,8 +98,8 @@ def table_stats(spark: SparkSession, lake: Lake, tables: Sequence[str] | None = 
         if not delta.is_delta(spark, path):
             rows.append((name, None, 0, 0, None))
             continue
-        detail = DeltaTable.forPath(spark, path).detail().select("numFiles", "sizeInBytes").first()
-        rows.append((name, count(spark, path), int(detail.numFiles), int(detail.sizeInBytes), delta.version(spark, path)))
+        snap = delta_log.snapshot(spark, path)  # files and bytes from the log: no Spark job
+        rows.append((name, count(spark, path), int(snap.numOfFiles()), int(snap.sizeInBytes()), int(snap.version())))
     return rows
 
 
