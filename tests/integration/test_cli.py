@@ -29,7 +29,7 @@ def test_unknown_job(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert proc.stderr.strip() == (
         "spark-submit.sh: unknown job 'no_such_job' "
-        "(known: bronze, export_training_sample, generate_raw, gold, maintenance, model_card, monitor, pipeline, promote, "
+        "(known: bronze, demo, export_training_sample, generate_raw, gold, maintenance, model_card, monitor, pipeline, promote, "
         "quality_profile, quality_report, replay, score, silver, train)"
     )
     assert len(proc.stderr.strip().splitlines()) == 1
