@@ -12,8 +12,8 @@ from pyspark.sql import functions as F
 
 from lakehouse.config import load_tables
 from lakehouse.io.raw import arrival_date_of, parse_json_lines
-from lakehouse.payments.generator import CUSTOMER_COLUMNS, luhn_complete, luhn_valid
-from lakehouse.payments.silver import build_customers, build_fx_rates, build_transactions
+from lakehouse.payments.generator import CUSTOMER_COLUMNS, luhn_complete
+from lakehouse.payments.silver import build_customers, build_fx_rates, build_transactions, luhn_ok
 from lakehouse.pipeline.silver import with_input
 from lakehouse.quality.checks import CheckContext
 from lakehouse.quality.expectations import ERRORS, apply_expectations
@@ -83,7 +83,7 @@ def test_luhn_generated_numbers_are_valid_and_a_typo_is_not(spark: SparkSession)
     df = spark.createDataFrame([("453201511283036",), ("400000000000000",)], "p string").select(luhn_complete(F.col("p")).alias("card"))
     cards = [r.card for r in df.collect()]
     assert cards == ["4532015112830366", "4000000000000002"]
-    checked = spark.createDataFrame([(c,) for c in cards] + [("4532015112830367",)], "c string").select(luhn_valid(F.col("c")).alias("ok"))
+    checked = spark.createDataFrame([(c,) for c in cards] + [("4532015112830367",)], "c string").select(luhn_ok(F.col("c")).alias("ok"))
     assert [r.ok for r in checked.collect()] == [True, True, False]
 
 
@@ -95,7 +95,7 @@ def _luhn_ok(digits: str) -> bool:
     return total % 10 == 0
 
 
-def test_luhn_valid_agrees_with_the_textbook_algorithm(spark: SparkSession) -> None:
+def test_silvers_luhn_check_agrees_with_the_textbook_algorithm(spark: SparkSession) -> None:
     rng = random.Random(7)
     cards = [None, "0", "18", "79927398713", "79927398710", "4111111111111111", "41111111111111112", "4111-1111", "1" * 19, "1" * 20]
     cards += ["".join(rng.choice("0123456789") for _ in range(rng.randint(1, 19))) for _ in range(400)]
@@ -106,7 +106,7 @@ def test_luhn_valid_agrees_with_the_textbook_algorithm(spark: SparkSession) -> N
             return None
         return c.isdigit() and len(c) <= 19 and _luhn_ok(c)
 
-    got = spark.createDataFrame([(c,) for c in cards], "card string").select("card", luhn_valid(F.col("card")).alias("ok"))
+    got = spark.createDataFrame([(c,) for c in cards], "card string").select("card", luhn_ok(F.col("card")).alias("ok"))
     want = spark.createDataFrame([(c, expected(c)) for c in cards], "card string, ok boolean")
     assert_df_equality(got, want, ignore_row_order=True)
     assert sum(1 for c in cards if expected(c)) > 20  # the sample holds valid numbers, not only invalid ones

@@ -234,41 +234,6 @@ def luhn_complete(payload15: Column) -> Column:
     return F.concat(payload15, check.cast("string"))
 
 
-LUHN_MAX_DIGITS = 19
-"""The longest card number (PAN) ISO/IEC 7812 allows."""
-
-
-def digit_sum(digits: Column) -> Column:
-    """The sum of the digits of a digit string: sum over d of d x (occurrences of d), counted as
-    the length lost when d is removed. Nine ``replace`` calls, no loop: Spark compiles it."""
-    n = F.length(digits)
-    total: Column = F.lit(0)
-    for d in range(1, 10):
-        total = total + F.lit(d) * (n - F.length(F.replace(digits, F.lit(str(d)), F.lit(""))))
-    return total
-
-
-def luhn_valid(card: Column) -> Column:
-    """True when a digit string passes the Luhn check (null stays null; a string with a
-    non-digit or more than 19 digits is false).
-
-    From the right, digits in odd places count as they are and digits in even places doubled
-    (minus 9 above 9), which ``translate`` maps digit for digit ("0123456789" to "0246813579").
-    Written with string functions that Spark compiles into the stage's generated code: a
-    ``transform``/``aggregate`` pair is interpreted row by row, and an expression per digit
-    position grew past what the code generator accepts, so it fell back to the interpreter
-    (38 s of silver.transactions' 74 s at scale factor 1).
-    """
-    rev = F.reverse(card)
-    odd = F.regexp_replace(rev, "(.).?", "$1")  # places 1, 3, 5, ... from the right
-    even = F.regexp_replace(rev, ".(.?)", "$1")  # places 2, 4, 6, ...
-    doubled = F.translate(even, "0123456789", "0246813579")
-    total = digit_sum(F.concat(odd, doubled))
-    # no CASE around it (a null card makes every part null): code in a conditional branch is
-    # left out of common subexpression elimination, and each use of ``card`` is evaluated again
-    return card.rlike(f"^[0-9]{{1,{LUHN_MAX_DIGITS}}}$") & (total % 10 == 0)
-
-
 def _digits(seed: int, salt: str, n: int, *cols: Column | str) -> Column:
     return F.lpad(F.pmod(F.xxhash64(F.lit(seed), F.lit(salt), *cols), F.lit(10**n)).cast("string"), n, "0")
 
