@@ -187,7 +187,8 @@ def markdown(r: dict) -> str:
         f"# Pipeline benchmark, scale factor {r['scale']:g} ({r['days']} days, {r['raw_rows']:,} raw records, {r['raw_mib']:.0f} MiB raw)",
         "",
         f"Machine: {m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB, {m['platform']}; Spark {m['spark']}, DuckDB {m['duckdb']}; "
-        f"{m['date']}. Each step a fresh process; times include the JVM start.",
+        f"{m['date']}. Each step a fresh process; times include the JVM start. Driver heap {m.get('driver_memory', '4g')} "
+        f"(`LAKEHOUSE_DRIVER_MEMORY`); command: `{m.get('command', '?')}`.",
         "",
         "| stage | ours | rows/s | raw MB/s | peak MiB | floor | ours/floor | DuckDB | ours/DuckDB | incremental | inc/full |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -379,6 +380,10 @@ def main() -> None:
         "new_days": sorted(new_days),
         "raw_rows": raw_rows,
         "total_raw": total_raw,
+        # how the stages ran: the command and the driver heap (conf/env/local.yaml; in local mode
+        # the executors share it)
+        "command": " ".join(["python", *sys.argv]),
+        "driver_memory": os.environ.get("LAKEHOUSE_DRIVER_MEMORY", "4g"),
         "new_raw": new_raw,
     }
     (work / "measured.json").write_text(json.dumps(measured, indent=1))
@@ -433,7 +438,7 @@ def report(args: argparse.Namespace, measured: dict, work: Path) -> None:
         "days": args.days,
         "raw_rows": raw_rows,
         "raw_mib": round(total_raw / 2**20, 1),
-        "machine": machine(),
+        "machine": {**machine(), "command": measured.get("command", "?"), "driver_memory": measured.get("driver_memory", "4g")},
         "stages": stages,
         "total": total,
         "incremental": {
