@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat setup.py | sha1sum | cut -c1-12)
-WARM := $(VENV)/.warmed-$(shell cat conf/env/base.yaml | sha1sum | cut -c1-12)
+WARM := $(VENV)/.warmed-$(shell cat conf/env/base.yaml scripts/kafka/pom.xml | sha1sum | cut -c1-12)
 SCALE ?= 0.1
 DAYS ?= 90
 ENV ?= local
@@ -23,11 +23,12 @@ $(STAMP): setup.py
 	$(PY) -m pip install -q -e '.[dev]'
 	@rm -f $(VENV)/.installed-* && touch $@
 
-$(WARM): $(STAMP) conf/env/base.yaml
+$(WARM): $(STAMP) conf/env/base.yaml scripts/kafka/pom.xml
 	$(PY) -m lakehouse.cli warm --env local
+	scripts/kafka.sh fetch
 	@rm -f $(VENV)/.warmed-* && touch $@
 
-setup: $(WARM) ## Create .venv, install the package and test tools, resolve the Delta jars once
+setup: $(WARM) ## Create .venv, install the package and test tools, resolve the Spark packages and the Kafka broker's jars once
 
 demo: setup ## Generate the raw zone, build every layer, train, register, score and monitor the fraud model, write its card (one Spark application)
 	./spark-submit.sh --env $(ENV) demo --scale $(SCALE) --days $(DAYS)

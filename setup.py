@@ -23,6 +23,9 @@ setup(
         # serve the scoring of notebook models and the SQLite backend
         "mlflow>=3.17,<3.18",
         "pandas<3",  # PySpark 4.2 warns on pandas 3
+        # the Kafka producer and admin client (librdkafka in the wheel); Spark reads and writes
+        # topics through its own connector (spark.packages)
+        "confluent-kafka>=2.6,<3",
     ],
     extras_require={
         "dev": [

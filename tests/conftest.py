@@ -39,3 +39,33 @@ def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkSession]:
     )
     yield session
     session.stop()
+
+
+def free_port_pair() -> int:
+    """A port p on 127.0.0.1 such that p and p + 1 are free (a broker and its controller)."""
+    import socket
+
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no two consecutive free ports on 127.0.0.1")
+
+
+@pytest.fixture(scope="session")
+def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Apache Kafka broker (scripts/kafka.sh) on 127.0.0.1 for the session: its bootstrap servers."""
+    import subprocess
+
+    port = free_port_pair()
+    env = {**os.environ, "KAFKA_PORT": str(port), "KAFKA_DIR": str(tmp_path_factory.mktemp("kafka"))}
+    up = subprocess.run(["scripts/kafka.sh", "start"], cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
+    assert up.returncode == 0, up.stdout + up.stderr
+    yield f"127.0.0.1:{port}"
+    subprocess.run(["scripts/kafka.sh", "stop"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)

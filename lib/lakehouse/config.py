@@ -434,6 +434,14 @@ class SourceSpec:
     required: bool = False
     """A run stops before writing anything while nothing has been delivered; otherwise (the
     default) a source declared before its first delivery is reported and skipped."""
+    topic: str | None = None
+    """``kafka``: the topic read (a stream table: the ``stream`` job builds it, not ``pipeline``)."""
+    endpoint: str = "kafka"
+    """``kafka``: the key of ``endpoints`` in the environment holding the bootstrap servers."""
+
+    @property
+    def is_stream(self) -> bool:
+        return self.format in STREAM_FORMATS
 
 
 _DURATION = re.compile(r"([1-9][0-9]*)(s|m|h|d)")
@@ -639,9 +647,10 @@ _MODES = {
     "silver": ("merge", "scd2"),
     "gold": ("replace_where", "merge"),
 }
-_SOURCE_KEYS = {"format": str, "path": str, "options": dict, "schema_drift": str, "required": bool}
+_SOURCE_KEYS = {"format": str, "path": str, "options": dict, "schema_drift": str, "required": bool, "topic": str, "endpoint": str}
 DRIFT_POLICIES = ("evolve", "rescue", "fail")
-_FORMATS = ("json", "csv")
+_FORMATS = ("json", "csv", "kafka")
+STREAM_FORMATS = ("kafka",)
 
 
 def import_dotted(dotted: str, file: str, key: str) -> Callable[..., Any]:
@@ -747,19 +756,25 @@ def parse_table(data: Mapping[str, Any], file: str) -> TableSpec:
         if "source" not in data:
             raise ConfigError(file, "source", "required key is missing for a bronze table")
         src = data["source"]
-        _check_keys(src, _SOURCE_KEYS, ("format", "path"), file, "source.")
+        stream = src.get("format") in STREAM_FORMATS
+        _check_keys(src, _SOURCE_KEYS, ("format", "topic") if stream else ("format", "path"), file, "source.")
         if src["format"] not in _FORMATS:
             raise ConfigError(file, "source.format", f"{src['format']!r} is not one of {', '.join(_FORMATS)}")
+        for k in ("topic", "endpoint") if not stream else ("path", "required"):
+            if k in src:
+                raise ConfigError(file, f"source.{k}", f"not a key of a {src['format']} source")
         drift = src.get("schema_drift", "rescue")
         if drift not in DRIFT_POLICIES:
             raise ConfigError(file, "source.schema_drift", f"{drift!r} is not one of {', '.join(DRIFT_POLICIES)}")
         if drift == "evolve" and src["format"] != "json":
-            raise ConfigError(file, "source.schema_drift", "evolve needs a self-describing format (json); use rescue or fail")
+            raise ConfigError(file, "source.schema_drift", "evolve needs a json file source; use rescue or fail")
         source = SourceSpec(
             required=bool(src.get("required", False)),
             schema_drift=drift,
             format=src["format"],
-            path=src["path"],
+            path=src.get("path", ""),
+            topic=src.get("topic"),
+            endpoint=src.get("endpoint", "kafka"),
             options=MappingProxyType({k: _scalar(v, file, f"source.options.{k}") for k, v in (src.get("options") or {}).items()}),
         )
     elif "source" in data:

@@ -58,11 +58,17 @@ class Lake:
         """The tables of ``layer`` in build order, restricted to ``names`` when given."""
         return [s for s in self.layer(layer) if not names or s.name in names]
 
+    def streams(self) -> list[TableSpec]:
+        """The stream tables (a ``kafka`` source): built by the ``stream`` job, not by ``pipeline``."""
+        return sorted((s for s in self.specs.values() if s.source is not None and s.source.is_stream), key=lambda s: s.name)
+
     def layer(self, layer: str) -> list[TableSpec]:
-        """The tables of one layer, each after the same-layer tables it reads (topological)."""
+        """The tables of one layer that the ``pipeline`` job builds (stream tables aside: see
+        :meth:`streams`), each after the same-layer tables it reads (topological)."""
         if layer not in LAYERS:
             raise UnknownTableError(f"unknown layer {layer!r} (known: {', '.join(LAYERS)})")
-        todo = sorted((s for s in self.specs.values() if s.layer == layer), key=lambda s: s.name)
+        streams = {s.name for s in self.streams()}
+        todo = sorted((s for s in self.specs.values() if s.layer == layer and s.name not in streams), key=lambda s: s.name)
         done: list[TableSpec] = []
         names: set[str] = set()
         while todo:

@@ -29,8 +29,8 @@ def test_unknown_job(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert proc.stderr.strip() == (
         "spark-submit.sh: unknown job 'no_such_job' "
-        "(known: bronze, demo, export_training_sample, generate_raw, gold, maintenance, model_card, monitor, pipeline, promote, "
-        "quality_profile, quality_report, replay, score, silver, train)"
+        "(known: bronze, demo, export_training_sample, generate_raw, gold, maintenance, model_card, monitor, pipeline, produce, "
+        "promote, quality_profile, quality_report, replay, score, silver, stream, train)"
     )
     assert len(proc.stderr.strip().splitlines()) == 1
 
@@ -56,7 +56,8 @@ def test_unresolved_maven_packages_say_what_to_do(tmp_path: Path) -> None:
     proc = run([sys.executable, "-m", "lakehouse.cli", "submit-args"], LAKEHOUSE_CACHE_DIR=str(tmp_path / "empty-cache"))
     assert proc.returncode == 2
     (line,) = error_lines(proc)
-    assert "io.delta:delta-spark_4.2_2.13:4.4.0 are not resolved yet: run `make setup`" in line
+    packages = "io.delta:delta-spark_4.2_2.13:4.4.0, org.apache.spark:spark-sql-kafka-0-10_2.13:4.2.0"
+    assert f"{packages} are not resolved yet: run `make setup`" in line
 
 
 def test_unresolvable_maven_package_is_one_line(tmp_path: Path) -> None:

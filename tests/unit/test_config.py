@@ -171,6 +171,9 @@ def _edit(path: Path, old: str, new: str) -> None:
             "expected int",
         ),
         ("bronze/transactions.yaml", "format: json", "format: xml", "source.format", "'xml' is not one of"),
+        ("bronze/transactions.yaml", "format: json", "format: json\n  topic: payments", "source.topic", "not a key of a json source"),
+        ("bronze/transactions_stream.yaml", "  topic: payments\n", "", "source.topic", "required key is missing"),
+        ("bronze/transactions_stream.yaml", "topic: payments", "topic: payments\n  path: x", "source.path", "not a key of a kafka source"),
         (
             "silver/transactions.yaml",
             "check: in_set",

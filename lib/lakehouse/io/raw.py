@@ -19,13 +19,15 @@ from lakehouse.io import fs
 ARRIVAL_DIR = "arrival_date="
 
 
-def parse_json_lines(lines: DataFrame, ddl: str, names: list[str]) -> DataFrame:
+def parse_json_lines(lines: DataFrame, ddl: str, names: list[str], blank: str = "drop") -> DataFrame:
     """Parse a ``value`` column of JSON lines into the declared fields plus rescue columns.
 
     Args:
         lines: a DataFrame with a string column ``value`` (other columns are kept).
         ddl: the declared fields as DDL.
         names: the declared top-level field names (fields outside it are rescued).
+        blank: ``drop``: a blank line is no record (a file's empty line); ``corrupt``: it is a
+            record whose ``_corrupt_record`` is the value ('' for null: a Kafka record without one).
 
     Returns:
         The declared fields, ``_rescued_data`` (JSON of unknown fields or null),
@@ -43,13 +45,20 @@ def parse_json_lines(lines: DataFrame, ddl: str, names: list[str]) -> DataFrame:
     )
     as_map = F.from_json("value", "map<string,string>")
     extras = F.map_filter(as_map, lambda k, _v: ~k.isin(*names))
-    others = [c for c in lines.columns if c != "value"]
-    out = lines.where(F.trim("value") != "").select(parsed.alias("_p"), extras.alias("_extras"), *others)
+    if blank == "drop":
+        lines, corrupt = lines.where(F.trim("value") != ""), F.col("_p._corrupt_record")
+    elif blank == "corrupt":
+        lines = lines.withColumn("_blank", F.coalesce(F.trim("value"), F.lit("")) == "").withColumn("_value", F.col("value"))
+        corrupt = F.when(F.col("_blank"), F.coalesce("_value", F.lit(""))).otherwise(F.col("_p._corrupt_record"))
+    else:
+        raise ValueError(f"blank must be 'drop' or 'corrupt', got {blank!r}")
+    carried = [c for c in lines.columns if c not in ("value", "_blank", "_value")]
+    out = lines.select(parsed.alias("_p"), extras.alias("_extras"), *[c for c in lines.columns if c != "value"])
     return out.select(
         *[F.col(f"_p.{n}").alias(n) for n in names],
         F.when(F.size("_extras") > 0, F.to_json("_extras")).alias("_rescued_data"),
-        F.col("_p._corrupt_record").alias("_corrupt_record"),
-        *others,
+        corrupt.alias("_corrupt_record"),
+        *carried,
     )
 
 
