@@ -766,8 +766,10 @@ def parse_table(data: Mapping[str, Any], file: str) -> TableSpec:
         drift = src.get("schema_drift", "rescue")
         if drift not in DRIFT_POLICIES:
             raise ConfigError(file, "source.schema_drift", f"{drift!r} is not one of {', '.join(DRIFT_POLICIES)}")
+        if drift == "evolve" and stream:
+            raise ConfigError(file, "source.schema_drift", "evolve is for file sources (json); a kafka source rescues or fails")
         if drift == "evolve" and src["format"] != "json":
-            raise ConfigError(file, "source.schema_drift", "evolve needs a json file source; use rescue or fail")
+            raise ConfigError(file, "source.schema_drift", "evolve needs a self-describing format (json); use rescue or fail")
         source = SourceSpec(
             required=bool(src.get("required", False)),
             schema_drift=drift,

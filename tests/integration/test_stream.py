@@ -4,7 +4,12 @@ exactly once, parsed as the file path parses the same lines, across a rerun and 
 
 from __future__ import annotations
 
+import os
+import shutil
+import signal
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -23,7 +28,7 @@ from lakehouse.pipeline.runner import main as pipeline_main
 from lakehouse.streaming.jobs import stream_main
 from lakehouse.streaming.produce import Pacer, ensure_topic, payment_lines, produce, producer_config
 from lakehouse.tables import Lake
-from tests.conftest import CONF, env_for
+from tests.conftest import CONF, REPO, env_for
 from tests.integration.helpers import sigkilled
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -87,3 +92,44 @@ def test_an_unreachable_broker_is_one_clear_error_within_seconds(tmp_path: Path)
     with pytest.raises(SourceError, match=rf"Kafka at 127\.0\.0\.1:{port}: no broker answered"):
         stream_main(["--conf", f"lake_root={tmp_path}", "--conf", f"endpoints.kafka=127.0.0.1:{port}"])
     assert time.monotonic() - t0 < 15
+
+
+def test_a_running_stream_stops_on_sigterm_after_committing_its_batch(spark: SparkSession, kafka: str, tmp_path: Path) -> None:
+    """``--trigger 1s`` keeps the job running; SIGTERM lets the running micro-batch commit, then
+    the job exits 0 with every record produced in bronze once."""
+    root = tmp_path / "lake"
+    env = env_for(root, f"endpoints.kafka={kafka}")
+    lake = Lake(env, load_tables(CONF))
+    topic = "payments-sigterm"  # a topic of its own: the session's broker is shared
+    generate_raw_zone(spark, GeneratorParams(scale=0.005, days=1), env.paths.raw, env.paths.truth)
+    ensure_topic(kafka, topic, 3)
+    conf = tmp_path / "conf"
+    shutil.copytree(CONF, conf)
+    table = conf / "tables" / "bronze" / "transactions_stream.yaml"
+    table.write_text(table.read_text().replace("topic: payments", f"topic: {topic}"))
+    cmd = [sys.executable, "jobs/stream.py", "--conf-dir", str(conf), "--conf", f"lake_root={root}"]
+    cmd += ["--conf", f"endpoints.kafka={kafka}", "--trigger", "1s", "--conf", "spark.sql.shuffle.partitions=2"]
+    log_file = tmp_path / "stream.log"
+    with log_file.open("w") as log_out:
+        proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"}, stderr=log_out, text=True)
+    try:
+        rows = ((r.arrival_date, r.key, r.value) for r in payment_lines(spark, env.paths.raw).toLocalIterator())
+        sent = produce(rows, Producer(producer_config(kafka)), topic, Pacer(20_000)).records
+        deadline = time.monotonic() + 240
+        path = Path(lake.path(STREAM))
+        while time.monotonic() < deadline and not (path / "_delta_log").is_dir():
+            assert proc.poll() is None, log_file.read_text()[-3000:]
+            time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    err = log_file.read_text()
+    assert proc.returncode == 0, err[-3000:]
+    assert "stopped between micro-batches" in err
+    if spark.read.format("delta").load(str(path)).count() < sent:  # stopped before the topic's end: the rest on the next run
+        assert stream_main(["--conf-dir", str(conf), "--conf", f"lake_root={root}", "--conf", f"endpoints.kafka={kafka}"]) == 0
+    stream = spark.read.format("delta").load(str(path))
+    assert stream.count() == sent
+    assert stream.select("_kafka.partition", "_kafka.offset").distinct().count() == sent

@@ -175,6 +175,13 @@ def _edit(path: Path, old: str, new: str) -> None:
         ("bronze/transactions_stream.yaml", "  topic: payments\n", "", "source.topic", "required key is missing"),
         ("bronze/transactions_stream.yaml", "topic: payments", "topic: payments\n  path: x", "source.path", "not a key of a kafka source"),
         (
+            "bronze/transactions_stream.yaml",
+            "topic: payments",
+            "topic: payments\n  schema_drift: evolve",
+            "source.schema_drift",
+            "a kafka source rescues or fails",
+        ),
+        (
             "silver/transactions.yaml",
             "check: in_set",
             "check: in_sett",

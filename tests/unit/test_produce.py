@@ -1,6 +1,9 @@
-"""The producer's pacing: records spread at the asked rate, a slow moment caught up, never run ahead."""
+"""The producer's pacing (records spread at the asked rate, a slow moment caught up, never run
+ahead), and the stream tables kept out of the pipeline job."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
@@ -37,3 +40,12 @@ def test_records_are_spread_at_the_rate_and_a_slow_moment_is_caught_up() -> None
 def test_a_rate_of_zero_is_refused() -> None:
     with pytest.raises(ValueError, match="rate must be > 0"):
         Pacer(0)
+
+
+def test_the_pipeline_refuses_a_stream_table_naming_the_stream_job(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from lakehouse.pipeline.runner import main as pipeline_main
+
+    with pytest.raises(SystemExit) as exit_:
+        pipeline_main(["--conf", f"lake_root={tmp_path}", "--tables", "bronze.transactions_stream"])
+    assert exit_.value.code == 2
+    assert "bronze.transactions_stream is a stream table: the stream job builds it" in capsys.readouterr().err

@@ -44,8 +44,11 @@ def main(argv: Sequence[str] | None, layers: str = "bronze,silver,gold", summary
         p.error(f"unknown layer(s) {', '.join(unknown)} (known: {', '.join(LAYERS)})")
     ctx = context("pipeline", args)
     tables = [t for t in args.tables.split(",") if t]
+    streams = {s.name for s in ctx.lake.streams()}
     for t in tables:
         ctx.lake.spec(t)
+        if t in streams:
+            p.error(f"{t} is a stream table: the stream job builds it (./spark-submit.sh stream --tables {t})")
     spark = get_spark(ctx.env, f"lakehouse-{'-'.join(chosen)}", args.master)
     # checked before anything is written: a source with nothing delivered yet is skipped with
     # what reads it (a required one, or a broken delivery, stops the run here)
