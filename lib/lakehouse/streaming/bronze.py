@@ -23,12 +23,12 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from lakehouse.config import TableSpec
-from lakehouse.errors import SourceError
 from lakehouse.faults import crash_point
 from lakehouse.io import delta, fs
 from lakehouse.io.delta_log import Stamp
 from lakehouse.io.raw import parse_json_lines
 from lakehouse.runlog import TableRun
+from lakehouse.streaming.produce import kafka_bootstrap
 from lakehouse.tables import Lake
 
 log = logging.getLogger(__name__)
@@ -100,7 +100,4 @@ def append_batch(spark: SparkSession, lake: Lake, spec: TableSpec, batch: DataFr
 def bootstrap_of(lake: Lake, spec: TableSpec) -> str:
     """The bootstrap servers of the table's source (``endpoints.<source.endpoint>``)."""
     assert spec.source is not None
-    servers = lake.env.endpoints.get(spec.source.endpoint)
-    if not servers:
-        raise SourceError(f"{spec.name}: endpoints.{spec.source.endpoint} names no Kafka bootstrap servers")
-    return str(servers)
+    return kafka_bootstrap(lake.env, spec.source.endpoint)

@@ -207,13 +207,11 @@ def produce_main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def kafka_bootstrap(env: Any) -> str:
-    """The bootstrap servers of the environment's ``endpoints.kafka``."""
-    servers = env.endpoints.get("kafka")
+def kafka_bootstrap(env: Any, endpoint: str = "kafka") -> str:
+    """The bootstrap servers of the environment's ``endpoints.<endpoint>``."""
+    servers = env.endpoints.get(endpoint)
     if not servers:
         from lakehouse.errors import ConfigError
 
-        raise ConfigError(
-            env.files[-1], "endpoints.kafka", "no Kafka bootstrap servers configured (e.g. ${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:9092})"
-        )
+        raise ConfigError(env.files[-1], f"endpoints.{endpoint}", "no Kafka bootstrap servers configured (e.g. 127.0.0.1:9092)")
     return str(servers)
