@@ -457,6 +457,28 @@ def parse_duration(text: str, file: str, key: str) -> int:
 
 
 @dataclass(frozen=True)
+class WindowSpec:
+    """A gold table kept up to date by the ``stream`` job (the ``stream:`` block of its YAML):
+    its transform aggregates its upstream silver table's new rows (inserts of the change data
+    feed, one per key whichever path brought it) into event-time windows, and each micro-batch
+    MERGEs the windows it changed on the table's keys.
+
+    Attributes:
+        time: the event-time column of the upstream table the windows are cut on.
+        watermark_seconds: how late (behind the latest event time seen) a row may come and
+            still count; a later one is left out of the windows, counted (``late_events`` in
+            ``ops.quality_metrics``), and stays in bronze and silver.
+    """
+
+    time: str
+    watermark_seconds: int
+
+    @property
+    def watermark(self) -> str:
+        return f"{self.watermark_seconds} seconds"
+
+
+@dataclass(frozen=True)
 class FeatureSpec:
     """How a gold feature table is computed (the ``features:`` block of its YAML).
 
@@ -500,6 +522,21 @@ _FEATURE_KEYS: dict[str, type | tuple[type, ...]] = {
     "windows": list,
     "definitions": list,
 }
+
+
+def parse_window(data: Mapping[str, Any], file: str, layer: str) -> WindowSpec:
+    """The ``stream:`` block of a windowed gold table (see :class:`WindowSpec`)."""
+    block = data["stream"]
+    _check_keys(block, {"time": str, "watermark": str}, ("time", "watermark"), file, "stream.")
+    if layer != "gold":
+        raise ConfigError(file, "stream", f"only gold tables are windowed by the stream job (this one is {layer})")
+    if data.get("mode") != "merge" or not data.get("keys"):
+        raise ConfigError(file, "stream", "a windowed table is MERGEd on its keys per micro-batch: give mode merge and keys")
+    if len(data.get("upstream") or []) != 1 or not str(data["upstream"][0]).startswith("silver."):
+        raise ConfigError(file, "upstream", "a windowed table reads one silver table (its change data feed)")
+    if not data.get("transform"):
+        raise ConfigError(file, "transform", "a windowed table needs a transform: fn(events) -> windows")
+    return WindowSpec(time=block["time"], watermark_seconds=parse_duration(block["watermark"], file, "stream.watermark"))
 
 
 def parse_features(data: Mapping[str, Any], file: str, names: Sequence[str]) -> FeatureSpec:
@@ -589,6 +626,12 @@ class TableSpec:
     features: FeatureSpec | None = None
     sql: str | None = None
     select: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    streamed_from: str | None = None
+    window: WindowSpec | None = None
+    """For gold: a windowed table that the ``stream`` job keeps up to date (``stream:``)."""
+    """For silver: a stream table (bronze, ``kafka`` source) with the same fields as the first
+    upstream table; the ``stream`` job upserts its records into this table per micro-batch, with
+    the same transform, rules and quarantine as the batch path."""
 
     @property
     def short_name(self) -> str:
@@ -635,6 +678,8 @@ _TABLE_KEYS: dict[str, type | tuple[type, ...]] = {
     "features": dict,
     "sql": str,
     "select": dict,
+    "streamed_from": str,
+    "stream": dict,
 }
 PARTITION_MIN_BYTES = 1_000_000_000
 """The layout rule: partition a table by a column only if one value's partition holds at least
@@ -795,6 +840,9 @@ def parse_table(data: Mapping[str, Any], file: str) -> TableSpec:
     for col in pii:
         if col not in names:
             raise ConfigError(file, f"pii.{col}", "column is not in the schema")
+    window = None
+    if "stream" in data:
+        window = parse_window(data, file, layer)
     features = None
     if "features" in data:
         if layer != "gold":
@@ -826,6 +874,8 @@ def parse_table(data: Mapping[str, Any], file: str) -> TableSpec:
         features=features,
         sql=data.get("sql"),
         select=MappingProxyType({str(k): str(v) for k, v in (data.get("select") or {}).items()}),
+        streamed_from=data.get("streamed_from"),
+        window=window,
     )
 
 
@@ -881,6 +931,10 @@ def load_tables(conf_dir: str | os.PathLike[str]) -> Mapping[str, TableSpec]:
                 raise ConfigError(spec.file, f"upstream[{i}]", f"unknown table {up!r} (known: {', '.join(sorted(specs))})")
         if spec.layer == "silver" and not spec.transform:
             _check_typed_columns(spec, specs[spec.upstream[0]])
+        if spec.streamed_from is not None:
+            _check_streamed_from(spec, specs)
+        if spec.window is not None and spec.window.time not in specs[spec.upstream[0]].column_names:
+            raise ConfigError(spec.file, "stream.time", f"{spec.window.time!r} is not a column of {spec.upstream[0]}")
         for e in spec.expectations:
             ref = e.args.get("table") if e.check == "foreign_key" else None
             if ref and ref not in spec.upstream:
@@ -888,6 +942,27 @@ def load_tables(conf_dir: str | os.PathLike[str]) -> Mapping[str, TableSpec]:
                     spec.file, f"expectations.{e.name}.args.table", f"{ref!r} must be one of the upstream tables (it is built first)"
                 )
     return MappingProxyType(specs)
+
+
+def _check_streamed_from(spec: TableSpec, specs: Mapping[str, TableSpec]) -> None:
+    """``streamed_from`` names a stream table that carries the same fields as the silver table's
+    first upstream table, so one transform types both."""
+    feed = specs.get(spec.streamed_from or "")
+    if spec.layer != "silver":
+        raise ConfigError(spec.file, "streamed_from", f"only silver tables are fed by a stream (this one is {spec.layer})")
+    if feed is None or feed.source is None or not feed.source.is_stream:
+        known = sorted(s.name for s in specs.values() if s.source is not None and s.source.is_stream)
+        raise ConfigError(
+            spec.file, "streamed_from", f"{spec.streamed_from!r} is not a stream table (stream tables: {', '.join(known) or 'none'})"
+        )
+    batch = specs[spec.upstream[0]]
+    if feed.columns != batch.columns:
+        raise ConfigError(
+            spec.file,
+            "streamed_from",
+            f"{feed.name} does not declare the same fields as {batch.name} (one transform types both): "
+            f"{', '.join(f'{c} {t}' for c, t in sorted(set(feed.columns) ^ set(batch.columns)))}",
+        )
 
 
 def _check_typed_columns(spec: TableSpec, bronze: TableSpec) -> None:

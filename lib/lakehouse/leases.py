@@ -203,12 +203,9 @@ class Leases:
             return
         again = read_holder(self.spark, self.lake, stale.table)
         if again is not None and again.run_id == stale.run_id and not again.alive(time.time()):
-            log.warning(
-                "%s: lease of %s expired %.0fs ago (killed?): taken over",
-                stale.table,
-                stale.describe(),
-                time.time() - stale.heartbeat - stale.ttl,
-            )
+            late = time.time() - stale.heartbeat - stale.ttl
+            why = f"expired {late:.0f}s ago" if late > 0 else "its process on this machine is gone"
+            log.warning("%s: lease of %s %s (killed?): taken over", stale.table, stale.describe(), why)
             fs.delete(self.spark, _uri(self.lake, stale.table))
             self.taken_over.append(stale)
         fs.delete(self.spark, marker)

@@ -58,9 +58,21 @@ class Lake:
         """The tables of ``layer`` in build order, restricted to ``names`` when given."""
         return [s for s in self.layer(layer) if not names or s.name in names]
 
-    def streams(self) -> list[TableSpec]:
-        """The stream tables (a ``kafka`` source): built by the ``stream`` job, not by ``pipeline``."""
-        return sorted((s for s in self.specs.values() if s.source is not None and s.source.is_stream), key=lambda s: s.name)
+    def streams(self, layer: str | None = None) -> list[TableSpec]:
+        """The stream tables (of ``layer``): bronze tables with a ``kafka`` source and windowed
+        gold tables (``stream:``), built by the ``stream`` job, not by ``pipeline``."""
+        return sorted(
+            (
+                s
+                for s in self.specs.values()
+                if ((s.source is not None and s.source.is_stream) or s.window is not None) and layer in (None, s.layer)
+            ),
+            key=lambda s: s.name,
+        )
+
+    def fed_by(self, stream: str) -> list[TableSpec]:
+        """The silver tables the stream table ``stream`` feeds (their ``streamed_from``)."""
+        return sorted((s for s in self.specs.values() if s.streamed_from == stream), key=lambda s: s.name)
 
     def layer(self, layer: str) -> list[TableSpec]:
         """The tables of one layer that the ``pipeline`` job builds (stream tables aside: see

@@ -1,9 +1,12 @@
-"""Kafka -> bronze with a real broker (scripts/kafka.sh): the producer replays the raw zone's
+"""The real-time path with a real broker (scripts/kafka.sh): the producer replays the raw zone's
 payments into a topic; the stream job appends every record to bronze.transactions_stream
-exactly once, parsed as the file path parses the same lines, across a rerun and a SIGKILL."""
+exactly once, parsed as the file path parses the same lines, across a rerun and a SIGKILL, and
+upserts them into silver.transactions with the batch path's rules: one row per payment, whichever
+path brought it."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -16,7 +19,7 @@ from pathlib import Path
 import pytest
 from chispa import assert_df_equality
 from confluent_kafka import Producer
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from lakehouse.config import load_tables
@@ -25,11 +28,13 @@ from lakehouse.io import delta
 from lakehouse.payments.generator import GeneratorParams
 from lakehouse.pipeline.generate import generate_raw_zone
 from lakehouse.pipeline.runner import main as pipeline_main
+from lakehouse.pipeline.summary import reconcile
+from lakehouse.streaming import gold as stream_gold
 from lakehouse.streaming.jobs import stream_main
 from lakehouse.streaming.produce import Pacer, ensure_topic, payment_lines, produce, producer_config
 from lakehouse.tables import Lake
 from tests.conftest import CONF, REPO, env_for
-from tests.integration.helpers import sigkilled
+from tests.integration.helpers import manifest_totals, sigkilled
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -48,7 +53,7 @@ def test_the_topic_lands_in_bronze_once_parsed_as_the_files_are(spark: SparkSess
     lake = Lake(env, load_tables(CONF))
     raw = env.paths.raw
     generate_raw_zone(spark, GeneratorParams(scale=0.005, days=2), raw, env.paths.truth)
-    args = ["--conf", f"lake_root={root}", "--conf", f"endpoints.kafka={kafka}"]
+    args = ["--conf", f"lake_root={root}", "--conf", f"endpoints.kafka={kafka}", "--layers", "bronze"]
     ensure_topic(kafka, "payments", 3)
     sent = send(spark, raw, kafka, DAYS[0])
     assert stream_main(args) == 0
@@ -61,7 +66,7 @@ def test_the_topic_lands_in_bronze_once_parsed_as_the_files_are(spark: SparkSess
     )
     assert stream.select("_kafka.partition", "_kafka.offset").distinct().count() == sent
     # parsed as the file path parses the same lines (bronze.transactions of the same day)
-    assert pipeline_main([*args, "--layers", "bronze", "--tables", "bronze.transactions", "--no-summary"]) == 0
+    assert pipeline_main([*args[:4], "--layers", "bronze", "--tables", "bronze.transactions", "--no-summary"]) == 0
     fields = [c for c, _ in lake.spec(STREAM).columns] + ["_rescued_data", "_corrupt_record"]
     files = spark.read.format("delta").load(lake.path("bronze.transactions")).where(F.col("_arrival_date") == DAYS[0])
     assert_df_equality(stream.select(*fields), files.select(*fields), ignore_row_order=True, ignore_nullable=True)
@@ -84,6 +89,113 @@ def test_the_topic_lands_in_bronze_once_parsed_as_the_files_are(spark: SparkSess
     assert statuses == ["abandoned"] + ["finished"] * 3 + ["started"] * 4  # the killed run is marked abandoned
 
 
+def own_topic(tmp_path: Path, topic: str) -> Path:
+    """A copy of the project's conf whose stream table reads ``topic`` (the session's broker is shared)."""
+    conf = tmp_path / "conf"
+    shutil.copytree(CONF, conf)
+    table = conf / "tables" / "bronze" / "transactions_stream.yaml"
+    table.write_text(table.read_text().replace("topic: payments", f"topic: {topic}"))
+    return conf
+
+
+REFERENCES = "bronze.customers,bronze.merchants,bronze.fx_rates,silver.customers,silver.merchants,silver.fx_rates"
+
+
+WINDOWED = ("gold.customer_velocity", "gold.merchant_minute")
+
+
+def inserts(spark: SparkSession, lake: Lake) -> DataFrame:
+    """silver.transactions' inserted rows, as its change data feed holds them (the windows' events)."""
+    cdf = spark.read.format("delta").option("readChangeFeed", "true").option("startingVersion", 0).load(lake.path("silver.transactions"))
+    return cdf.where("_change_type = 'insert'").drop("_change_type", "_commit_version", "_commit_timestamp")
+
+
+def assert_windows_recomputed(spark: SparkSession, lake: Lake, events: DataFrame) -> None:
+    for name in WINDOWED:
+        spec = lake.spec(name)
+        table = spark.read.format("delta").load(lake.path(name))
+        assert_df_equality(table, stream_gold.windows(spec, events), ignore_row_order=True, ignore_nullable=True)
+
+
+def late_lines(spark: SparkSession, raw: str, n: int, valid: set[str]) -> list[tuple[str, str, str]]:
+    """``n`` payments of the first day that silver holds (``valid`` ids), with new ids, at the
+    first day's earliest event time."""
+    values = []
+    for r in payment_lines(spark, raw, [DAYS[0]]).collect():
+        try:
+            values.append(json.loads(r.value))
+        except ValueError:  # the generator's truncated lines
+            continue
+    good = [v for v in values if isinstance(v, dict) and v.get("transaction_id") in valid]
+    first = min(v["event_time"] for v in good if isinstance(v.get("event_time"), str) and v["event_time"].startswith(DAYS[0]))
+    late = [{**v, "transaction_id": f"late-{i}", "event_time": first} for i, v in enumerate(good[:n])]
+    return [(DAYS[1], v["customer_id"], json.dumps(v)) for v in late]
+
+
+def test_the_stream_feeds_silver_as_the_files_do_and_windows_as_a_batch_recompute(spark: SparkSession, kafka: str, tmp_path: Path) -> None:
+    """Two days of payments through the topic into silver.transactions and the windowed gold
+    tables, the job killed right after its first silver MERGE and rerun: silver's accounting
+    equals the generator's manifest (the batch path's rules and quarantine, the same numbers) and
+    the windows equal a batch recomputation over silver's inserts. Then the same payments from
+    the files: none adds or changes a row, and the reconciliation counts both paths. Then
+    payments later than the watermark: in bronze and silver, left out of the windows, counted."""
+    root = tmp_path / "lake"
+    conf = own_topic(tmp_path, "payments-silver")
+    env = env_for(root, f"endpoints.kafka={kafka}")
+    lake = Lake(env, load_tables(conf))
+    generate_raw_zone(spark, GeneratorParams(scale=0.005, days=2), env.paths.raw, env.paths.truth)
+    args = ["--conf-dir", str(conf), "--conf", f"lake_root={root}", "--conf", f"endpoints.kafka={kafka}"]
+    assert pipeline_main([*args, "--layers", "bronze,silver", "--tables", REFERENCES, "--no-summary"]) == 0
+    ensure_topic(kafka, "payments-silver", 3)
+    producer = Producer(producer_config(kafka))
+    rows = ((r.arrival_date, r.key, r.value) for r in payment_lines(spark, env.paths.raw).toLocalIterator())
+    sent = produce(rows, producer, "payments-silver", Pacer(20_000)).records
+    sigkilled("silver.after_merge:silver.transactions", "stream", *args)
+    assert stream_main(args) == 0
+
+    want = manifest_totals(spark, env.paths.raw)["transactions"]
+    assert sent == want["records"]
+    (r,) = reconcile(spark, lake, ["silver.transactions"])
+    assert (r.bronze, r.streamed, r.silver, r.quarantined, r.duplicates) == (
+        want["records"],
+        want["records"],
+        want["landed"],
+        want["quarantined"],
+        want["duplicates"],
+    )
+    assert_windows_recomputed(spark, lake, inserts(spark, lake))
+    path = lake.path("silver.transactions")
+    streamed_version = delta.version(spark, path)
+    business = [c for c in lake.spec("silver.transactions").column_names if c not in ("_source_file", "_ingested_at")]
+
+    # the same payments from the files
+    assert pipeline_main([*args, "--layers", "bronze,silver", "--tables", "bronze.transactions,silver.transactions", "--no-summary"]) == 0
+    before = spark.read.format("delta").option("versionAsOf", streamed_version).load(path).select(*business)
+    after = spark.read.format("delta").load(path).select(*business)
+    assert_df_equality(after, before, ignore_row_order=True)
+    (r,) = reconcile(spark, lake, ["silver.transactions"])
+    assert (r.bronze, r.streamed, r.silver, r.quarantined, r.duplicates) == (
+        2 * want["records"],
+        want["records"],
+        want["landed"],
+        2 * want["quarantined"],
+        2 * want["duplicates"] + want["landed"],
+    )
+
+    # payments later than the watermark
+    valid = {r.transaction_id for r in spark.read.format("delta").load(path).select("transaction_id").collect()}
+    late = late_lines(spark, env.paths.raw, 5, valid)
+    produce(iter(late), producer, "payments-silver", Pacer(20_000))
+    assert stream_main(args) == 0
+    assert spark.read.format("delta").load(lake.path(STREAM)).where(F.col("transaction_id").startswith("late-")).count() == 5
+    assert spark.read.format("delta").load(path).where(F.col("transaction_id").startswith("late-")).count() == 5
+    assert_windows_recomputed(spark, lake, inserts(spark, lake).where(~F.col("transaction_id").startswith("late-")))
+    metrics = spark.read.format("delta").load(lake.ops_path("quality_metrics")).where("job = 'stream' AND rule = 'late_events'")
+    last = metrics.orderBy(F.col("recorded_at").desc()).limit(len(WINDOWED))
+    # counted once per window an event falls in: 10 sliding windows of customer_velocity, 1 tumbling
+    assert sorted((m.table, m.failed) for m in last.collect()) == [("gold.customer_velocity", 50), ("gold.merchant_minute", 5)]
+
+
 def test_an_unreachable_broker_is_one_clear_error_within_seconds(tmp_path: Path) -> None:
     with socket.socket() as s:  # a port nothing listens on
         s.bind(("127.0.0.1", 0))
@@ -103,12 +215,9 @@ def test_a_running_stream_stops_on_sigterm_after_committing_its_batch(spark: Spa
     topic = "payments-sigterm"  # a topic of its own: the session's broker is shared
     generate_raw_zone(spark, GeneratorParams(scale=0.005, days=1), env.paths.raw, env.paths.truth)
     ensure_topic(kafka, topic, 3)
-    conf = tmp_path / "conf"
-    shutil.copytree(CONF, conf)
-    table = conf / "tables" / "bronze" / "transactions_stream.yaml"
-    table.write_text(table.read_text().replace("topic: payments", f"topic: {topic}"))
+    conf = own_topic(tmp_path, topic)
     cmd = [sys.executable, "jobs/stream.py", "--conf-dir", str(conf), "--conf", f"lake_root={root}"]
-    cmd += ["--conf", f"endpoints.kafka={kafka}", "--trigger", "1s", "--conf", "spark.sql.shuffle.partitions=2"]
+    cmd += ["--conf", f"endpoints.kafka={kafka}", "--layers", "bronze", "--trigger", "1s", "--conf", "spark.sql.shuffle.partitions=2"]
     log_file = tmp_path / "stream.log"
     with log_file.open("w") as log_out:
         proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"}, stderr=log_out, text=True)
@@ -129,7 +238,12 @@ def test_a_running_stream_stops_on_sigterm_after_committing_its_batch(spark: Spa
     assert proc.returncode == 0, err[-3000:]
     assert "stopped between micro-batches" in err
     if spark.read.format("delta").load(str(path)).count() < sent:  # stopped before the topic's end: the rest on the next run
-        assert stream_main(["--conf-dir", str(conf), "--conf", f"lake_root={root}", "--conf", f"endpoints.kafka={kafka}"]) == 0
+        assert (
+            stream_main(
+                ["--conf-dir", str(conf), "--conf", f"lake_root={root}", "--conf", f"endpoints.kafka={kafka}", "--layers", "bronze"]
+            )
+            == 0
+        )
     stream = spark.read.format("delta").load(str(path))
     assert stream.count() == sent
     assert stream.select("_kafka.partition", "_kafka.offset").distinct().count() == sent

@@ -183,6 +183,14 @@ def _edit(path: Path, old: str, new: str) -> None:
         ),
         (
             "silver/transactions.yaml",
+            "streamed_from: bronze.transactions_stream",
+            "streamed_from: bronze.transactions",
+            "streamed_from",
+            "'bronze.transactions' is not a stream table (stream tables: bronze.transactions_stream)",
+        ),
+        ("gold/customer_360.yaml", "keys: [customer_id]", "keys: [customer_id]\nstreamed_from: x", "streamed_from", "only silver tables"),
+        (
+            "silver/transactions.yaml",
             "check: in_set",
             "check: in_sett",
             "expectations[8] (currency_known).check",
@@ -235,6 +243,18 @@ def test_bad_table_file_names_file_and_key(conf: Path, file: str, old: str, new:
     assert info.value.file.endswith(file)
     assert info.value.key == key
     assert problem in info.value.problem
+
+
+def test_a_stream_feeding_silver_must_carry_the_fields_of_its_batch_source(conf: Path) -> None:
+    _edit(
+        conf / "tables" / "bronze" / "transactions_stream.yaml",
+        "status string, updated_at string",
+        "status string, updated_at string, note string",
+    )
+    with pytest.raises(ConfigError) as info:
+        load_tables(conf)
+    assert info.value.file.endswith("silver/transactions.yaml") and info.value.key == "streamed_from"
+    assert "does not declare the same fields as bronze.transactions (one transform types both): note string" in info.value.problem
 
 
 def test_unknown_table_name_lists_known(conf: Path) -> None:

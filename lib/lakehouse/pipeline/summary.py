@@ -10,6 +10,7 @@ from pyspark.sql import functions as F
 
 from lakehouse.io import delta, delta_log
 from lakehouse.runlog import TableRun
+from lakehouse.streaming.silver import absorbed_rows
 from lakehouse.tables import Lake
 
 
@@ -22,6 +23,8 @@ class Reconciliation:
     silver: int
     quarantined: int
     duplicates: int
+    streamed: int = 0
+    """Of ``bronze``: the rows of the stream table (``streamed_from``) its stream has absorbed."""
 
     @property
     def ok(self) -> bool:
@@ -49,10 +52,9 @@ def reconcile(
     batches, runlog = lake.ops_path("batch_log"), lake.ops_path("run_log")
     dups: dict[str, int] = {}
     first = None
-    if delta.is_delta(spark, batches):
-        rows = (
-            spark.read.format("delta").load(batches).groupBy("table").agg(F.sum("rows_duplicate").alias("d"), F.min("logged_at").alias("t"))
-        )
+    logged = spark.read.format("delta").load(batches) if delta.is_delta(spark, batches) else None
+    if logged is not None:
+        rows = logged.groupBy("table").agg(F.sum("rows_duplicate").alias("d"), F.min("logged_at").alias("t"))
         for r in rows.collect():
             dups[r["table"]] = int(r["d"] or 0)
             first = r["t"] if first is None or r["t"] < first else first
@@ -69,9 +71,10 @@ def reconcile(
         if tables is not None and spec.name not in tables:
             continue
         bronze = rows_of(spec.upstream[0], lake.path(spec.upstream[0]))
+        streamed = absorbed_rows(spark, lake, spec, logged) if spec.streamed_from else 0
         silver = rows_of(spec.name, lake.path(spec.name))
         quarantined = rows_of(f"quarantine.{spec.short_name}", lake.quarantine_path(spec.name))
-        out.append(Reconciliation(spec.name, bronze, silver, quarantined, dups.get(spec.name, 0)))
+        out.append(Reconciliation(spec.name, bronze + streamed, silver, quarantined, dups.get(spec.name, 0), streamed))
     return out
 
 
@@ -137,6 +140,7 @@ def render(
     lines += ["", "Reconciliation (bronze = silver + quarantined + duplicates):"]
     for r in recon:
         mark = "OK" if r.ok else "MISMATCH"
-        lines.append(f"  {r.table:<24} {r.bronze:>9} = {r.silver:>9} + {r.quarantined:>6} + {r.duplicates:>6}   {mark}")
+        streamed = f"   (bronze: {r.bronze - r.streamed} from files, {r.streamed} from the stream)" if r.streamed else ""
+        lines.append(f"  {r.table:<24} {r.bronze:>9} = {r.silver:>9} + {r.quarantined:>6} + {r.duplicates:>6}   {mark}{streamed}")
     lines.append("=" * 78)
     return "\n".join(lines)

@@ -1,38 +1,55 @@
-"""The ``stream`` job: Kafka topics into their bronze tables, as one streaming query per table.
+"""The ``stream`` job: Kafka topics into their bronze tables, on into the silver tables they
+feed (``streamed_from``), and into the windowed gold tables over those (``stream:``), one
+streaming query per table.
 
     ./spark-submit.sh stream                          # catch up (trigger availableNow) and stop
     ./spark-submit.sh stream --trigger 5s             # micro-batches every 5 s until SIGTERM
+    ./spark-submit.sh stream --layers bronze          # the topics into bronze only
 
-With ``availableNow`` the job is an incremental batch job: it reads every record the topic
-holds past the checkpoint, in micro-batches of at most ``maxOffsetsPerTrigger`` records (the
-table's ``source.options``), and stops. With a processing-time trigger it runs until SIGTERM or
-Ctrl-C, then lets the running micro-batch finish and commit, and stops. Progress (rows in, rate,
-records behind the latest offsets) is logged from the queries' progress events.
+With ``availableNow`` the job is an incremental batch job, layer after layer: it reads every
+record the topic holds past the checkpoint, in micro-batches of at most ``maxOffsetsPerTrigger``
+records (the table's ``source.options``); then the silver queries absorb what bronze appended,
+then the window queries what silver inserted; the run ends with the silver tables'
+reconciliation. With a processing-time trigger every query runs at once until SIGTERM or Ctrl-C,
+then each lets its running micro-batch finish and commit, and stops. Progress (rows, rates,
+records behind the topic's end, watermark and late rows) is logged every 5 seconds from the
+queries' progress events.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import signal
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from pyspark.sql import SparkSession
-from pyspark.sql.streaming import StreamingQuery
+from pyspark.sql.streaming import StreamingQuery, StreamingQueryListener
 
 from lakehouse.cli import add_wait, context, parser
-from lakehouse.errors import LakehouseError
+from lakehouse.config import TableSpec
+from lakehouse.errors import LakehouseError, ReconciliationError
 from lakehouse.leases import leased
+from lakehouse.pipeline.summary import mismatches, reconcile
+from lakehouse.quality.expectations import RuleResult
 from lakehouse.runlog import RunLog, TableRun
 from lakehouse.session import get_spark
 from lakehouse.streaming import bronze as kafka_bronze
+from lakehouse.streaming import gold as stream_gold
+from lakehouse.streaming import silver as stream_silver
+from lakehouse.streaming.handlers import RAISED, keep_errors
 from lakehouse.streaming.produce import check_reachable
 from lakehouse.tables import Lake
 
 log = logging.getLogger(__name__)
+
+KAFKA_SOURCE_SCHEMA = "key binary, value binary, topic string, partition int, offset bigint, timestamp timestamp, timestampType int"
+"""The columns of Spark's Kafka source."""
 
 _INTERVAL = re.compile(r"([1-9][0-9]*)(ms|s|m)")
 
@@ -56,29 +73,87 @@ def start_bronze(spark: SparkSession, lake: Lake, name: str, tr: TableRun, run_i
     rows = kafka_bronze.as_bronze(records, spec, run_id)
     return (
         rows.writeStream.queryName(f"bronze_{spec.short_name}")
-        .foreachBatch(lambda df, batch_id: kafka_bronze.append_batch(spark, lake, spec, df, batch_id, tr, run_id))
+        .foreachBatch(keep_errors(name, lambda df, batch_id: kafka_bronze.append_batch(spark, lake, spec, df, batch_id, tr, run_id)))
         .option("checkpointLocation", lake.checkpoint("bronze", name))
         .trigger(**trigger)
         .start()
     )
 
 
-def describe(progress: Any) -> str:
-    """One line of a query's last progress: rows, rates, records behind the topic's end."""
-    if progress is None:
-        return "no batch yet"
-    behind = ""
-    for src in progress.sources:
-        lag = (src.metrics or {}).get("maxOffsetsBehindLatest")
-        if lag is not None:
-            behind = f", up to {lag} record(s) behind per partition"
-    return (
-        f"batch {progress.batchId}: {progress.numInputRows} row(s), "
-        f"in {progress.inputRowsPerSecond:.0f}/s, processed {progress.processedRowsPerSecond:.0f}/s{behind}"
-    )
+@dataclass
+class QueryTally:
+    """One query's progress so far, summed from its progress events."""
+
+    batches: int = 0
+    rows: int = 0
+    input_rate: float = 0.0
+    processed_rate: float = 0.0
+    behind: int | None = None
+    late: int = 0
+    watermark: str | None = None
+    last_batch: int | None = None
+
+    def describe(self) -> str:
+        if self.last_batch is None:
+            return "no batch yet"
+        text = f"batch {self.last_batch}: {self.rows} row(s) so far, in {self.input_rate:.0f}/s, processed {self.processed_rate:.0f}/s"
+        if self.behind is not None:
+            text += f", up to {self.behind} record(s) behind per partition"
+        if self.watermark is not None:
+            text += f", watermark {self.watermark}, {self.late} late row(s) left out"
+        return text
 
 
-def run_queries(queries: dict[str, StreamingQuery], stop: threading.Event, every: float = 5.0) -> None:
+class Tally(StreamingQueryListener):
+    """Every query's progress, from Spark's progress events (delivered on the listener bus)."""
+
+    def __init__(self) -> None:
+        self.queries: dict[str, QueryTally] = {}
+        self.terminated: set[str] = set()
+        self._lock = threading.Lock()
+
+    def onQueryStarted(self, event: Any) -> None:
+        pass
+
+    def onQueryProgress(self, event: Any) -> None:
+        p = event.progress
+        with self._lock:
+            t = self.queries.setdefault(p.name, QueryTally())
+            if p.batchId != t.last_batch:
+                t.batches += 1
+            t.last_batch = p.batchId
+            t.rows += p.numInputRows
+            t.input_rate = p.inputRowsPerSecond or 0.0
+            t.processed_rate = p.processedRowsPerSecond or 0.0
+            t.late += sum(op.numRowsDroppedByWatermark for op in p.stateOperators)
+            t.watermark = (p.eventTime or {}).get("watermark", t.watermark)
+            for src in p.sources:
+                lag = (src.metrics or {}).get("maxOffsetsBehindLatest")
+                if lag is not None:
+                    t.behind = int(lag)
+
+    def onQueryIdle(self, event: Any) -> None:
+        pass
+
+    def onQueryTerminated(self, event: Any) -> None:
+        with self._lock:
+            self.terminated.add(str(event.id))
+
+    def of(self, name: str) -> QueryTally:
+        with self._lock:
+            return dataclasses.replace(self.queries.get(name, QueryTally()))
+
+    def settle(self, queries: Sequence[StreamingQuery], timeout: float = 10.0) -> None:
+        """Wait until the bus has delivered the termination (so every progress) of ``queries``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if all(str(q.id) in self.terminated for q in queries):
+                    return
+            time.sleep(0.05)
+
+
+def run_queries(queries: dict[str, StreamingQuery], stop: threading.Event, tally: Tally, every: float = 5.0) -> None:
     """Wait for the queries: until they stop by themselves (availableNow), or until ``stop`` is
     set, then stop each between micro-batches (the running one finishes and commits first).
     Logs each query's progress every ``every`` seconds. A query that failed raises its error."""
@@ -94,70 +169,144 @@ def run_queries(queries: dict[str, StreamingQuery], stop: threading.Event, every
             break
         if time.monotonic() - last >= every:
             for name, q in queries.items():
-                log.info("%s: %s", name, describe(q.lastProgress and _Progress(q.lastProgress)))
+                log.info("%s: %s", name, tally.of(q.name).describe())
             last = time.monotonic()
         time.sleep(0.2)
+    tally.settle(list(queries.values()))
     for name, q in queries.items():
         err = q.exception()
         if err is not None:
+            if name in RAISED:  # the message that names the table, record or rule
+                raise RAISED.pop(name) from None
             raise LakehouseError(f"{name}: the streaming query failed: {str(err).splitlines()[0][:500]}")
 
 
-class _Progress:
-    """Attribute access over a progress dict (``StreamingQuery.lastProgress``)."""
+def late_events(spec: TableSpec, t: QueryTally) -> RuleResult:
+    """The rows a windowed table's aggregation left out as later than its watermark, as a rule
+    result (``ops.quality_metrics``, the run's quality lines). An event counts once per window
+    it falls in: once for tumbling windows, ten times for ten-minute windows sliding by one."""
+    assert spec.window is not None
+    return RuleResult(
+        "late_events",
+        "warn",
+        "watermark",
+        "table",
+        evaluated=t.rows,
+        failed=t.late,
+        observed=float(t.late),
+        threshold=f"later than {spec.window.watermark} behind the latest {spec.window.time}",
+        ok=t.late == 0,
+    )
 
-    def __init__(self, d: dict[str, Any]) -> None:
-        self.batchId = d.get("batchId")
-        self.numInputRows = d.get("numInputRows", 0)
-        self.inputRowsPerSecond = d.get("inputRowsPerSecond") or 0.0
-        self.processedRowsPerSecond = d.get("processedRowsPerSecond") or 0.0
-        self.sources = [_Source(s) for s in d.get("sources", [])]
 
-
-class _Source:
-    def __init__(self, d: dict[str, Any]) -> None:
-        self.metrics = d.get("metrics") or {}
+LAYERS = ("bronze", "silver", "gold")
 
 
 def stream_main(argv: Sequence[str] | None = None) -> int:
-    """Parse the job's arguments and run the stream tables' queries."""
-    p = parser("Stream Kafka topics into their bronze tables.")
-    p.add_argument("--tables", default="", help="comma-separated stream tables (default: every table with a kafka source)")
+    """Parse the job's arguments and run the queries of the stream tables, of the silver tables
+    they feed and of the windowed gold tables over those."""
+    p = parser("Stream Kafka topics into bronze, on into the silver tables they feed, and into windowed gold tables.")
+    p.add_argument("--tables", default="", help="comma-separated topic tables (default: every bronze table with a kafka source)")
+    p.add_argument(
+        "--layers", default=",".join(LAYERS), help="of bronze (topic -> bronze), silver (-> silver), gold (windows); default all"
+    )
     p.add_argument("--trigger", default="available-now", help="available-now (catch up and stop) or an interval: 5s, 500ms, 1m")
     add_wait(p, 0.0)
     args = p.parse_args(argv)
     ctx = context("stream", args)
+    lake = ctx.lake
     try:
         trigger = trigger_of(args.trigger)
     except ValueError as exc:
         p.error(str(exc))
-    known = [s.name for s in ctx.lake.streams()]
+    layers = [x for x in args.layers.split(",") if x]
+    if not layers or any(x not in LAYERS for x in layers):
+        p.error(f"--layers {args.layers!r}: give some of {', '.join(LAYERS)}")
+    known = [s.name for s in lake.streams("bronze")]
     names = [t for t in args.tables.split(",") if t] or known
     for n in names:
-        ctx.lake.spec(n)
+        lake.spec(n)
         if n not in known:
-            p.error(f"{n} is not a stream table (stream tables: {', '.join(known) or 'none'}); the pipeline job builds it")
-    for n in names:  # the broker unreachable: one clear line within seconds, before Spark starts
-        check_reachable(kafka_bronze.bootstrap_of(ctx.lake, ctx.lake.spec(n)))
+            p.error(f"{n} is not a topic's table (those: {', '.join(known) or 'none'}); the pipeline job builds it")
+    fed = sorted({s.name for n in names for s in lake.fed_by(n)})
+    plan = {
+        "bronze": names if "bronze" in layers else [],
+        "silver": fed if "silver" in layers else [],
+        "gold": [g.name for g in lake.streams("gold") if g.upstream[0] in fed] if "gold" in layers else [],
+    }
+    for n in plan["bronze"]:  # the broker unreachable: one clear line within seconds, before Spark starts
+        check_reachable(kafka_bronze.bootstrap_of(lake, lake.spec(n)))
     spark = get_spark(ctx.env, "lakehouse-stream", args.master)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    runlog = RunLog(spark, ctx.lake, "stream", ctx.run_id, args.run_date)
-    with leased(spark, ctx.lake, ctx.run_id, "stream", names, wait=args.wait):
+    tally = Tally()
+    spark.streams.addListener(tally)
+    runlog = RunLog(spark, lake, "stream", ctx.run_id, args.run_date)
+    # topic and window tables are this job's alone for its whole run; a silver table is shared
+    # with the pipeline job: each micro-batch holds its lease while it writes (streaming/silver.py)
+    with leased(spark, lake, ctx.run_id, "stream", plan["bronze"] + plan["gold"], wait=args.wait):
         runlog.begin()
-        runs = {n: runlog.start(n) for n in names}
+        runs = {n: runlog.start(n) for names_ in plan.values() for n in names_}
+        starters = {
+            "bronze": lambda n: start_bronze(spark, lake, n, runs[n], ctx.run_id, trigger),
+            "silver": lambda n: stream_silver.start_silver(spark, lake, lake.spec(n), runs[n], ctx.run_id, trigger),
+            "gold": lambda n: stream_gold.start_windows(spark, lake, lake.spec(n), runs[n], ctx.run_id, trigger),
+        }
+        queries: dict[str, StreamingQuery] = {}
         try:
-            queries = {n: start_bronze(spark, ctx.lake, n, runs[n], ctx.run_id, trigger) for n in names}
-            run_queries(queries, stop)
+            for n in names:
+                records = spark.createDataFrame([], KAFKA_SOURCE_SCHEMA)
+                stream_silver.ensure_stream_table(spark, lake, lake.spec(n), kafka_bronze.as_bronze(records, lake.spec(n), ctx.run_id))
+            for layer in LAYERS:  # availableNow: each layer catches up with what the one before wrote
+                if stop.is_set():
+                    break
+                queries.update({n: starters[layer](n) for n in plan[layer]})
+                if "availableNow" in trigger:
+                    run_queries({n: queries[n] for n in plan[layer]}, stop, tally)
+            if "availableNow" not in trigger:
+                run_queries(queries, stop, tally)
         except Exception as exc:
+            for q in queries.values():
+                if q.isActive:
+                    q.stop()
             for tr in runs.values():
                 runlog.finish(tr, "failed", f"{type(exc).__name__}: {exc}")
             runlog.end("failed", f"{type(exc).__name__}: {exc}")
             raise
+        late = {n: tally.of(stream_gold.query_name(lake.spec(n))) for n in plan["gold"]}
+        for n, t in late.items():
+            runs[n].rows_read += t.rows
+            runs[n].add_quality([late_events(lake.spec(n), t)])
         for tr in runs.values():
             runlog.finish(tr)
-        runlog.end()
-    for n, tr in runs.items():
-        print(f"{n}: {tr.rows_inserted} record(s) appended", flush=True)
+        recon = reconcile(spark, lake, plan["silver"]) if plan["silver"] else []
+        problem = mismatches(recon)
+        runlog.end("failed" if problem else "finished", f"reconciliation: {problem}" if problem else None)
+    spark.streams.removeListener(tally)
+    print(summary(plan, runs, late, recon), flush=True)
+    if problem:
+        raise ReconciliationError(f"reconciliation failed: {problem}; run {ctx.run_id} is marked failed in ops.run_log")
     return 0
+
+
+def summary(plan: dict[str, list[str]], runs: dict[str, TableRun], late: dict[str, QueryTally], recon: Sequence[Any]) -> str:
+    """What the run did, table by table, and the silver tables' accounting."""
+    lines = []
+    for n in plan["bronze"]:
+        lines.append(f"{n}: {runs[n].rows_inserted} record(s) appended")
+    for n in plan["silver"]:
+        tr = runs[n]
+        lines.append(
+            f"{n}: read {tr.rows_read}, inserted {tr.rows_inserted}, updated {tr.rows_updated}, "
+            f"quarantined {tr.rows_quarantined}, duplicates {tr.rows_duplicate}"
+        )
+    for n in plan["gold"]:
+        t = late[n]
+        lines.append(f"{n}: {t.rows} row(s) in, {runs[n].rows_written} window row(s) written, {t.late} late row(s) left out")
+    for r in recon:
+        lines.append(
+            f"{r.table}: bronze {r.bronze} ({r.streamed} from the stream) = silver {r.silver} + quarantined {r.quarantined} "
+            f"+ duplicates {r.duplicates}: {'OK' if r.ok else 'MISMATCH'}"
+        )
+    return "\n".join(lines)
