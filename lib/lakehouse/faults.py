@@ -20,6 +20,7 @@ POINTS = (
     "gold.after_write",
     "replay.after_upsert",
     "score.after_write",
+    "score.after_send",
     "monitor.after_metrics",
 )
 

@@ -14,32 +14,42 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-from chispa import assert_df_equality
-from confluent_kafka import Producer
+from chispa import assert_approx_df_equality, assert_df_equality
+from confluent_kafka import Consumer, Producer
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from lakehouse.config import load_tables
+from lakehouse.config import EnvConfig, load_tables
 from lakehouse.errors import SourceError
+from lakehouse.features.payments import transaction_features
 from lakehouse.io import delta
+from lakehouse.ml import registry
+from lakehouse.ml.score import load, predictions_path, score
+from lakehouse.ml.spec import ModelSpec, load_model_spec
+from lakehouse.ml.train import fit
 from lakehouse.payments.generator import GeneratorParams
 from lakehouse.pipeline.generate import generate_raw_zone
 from lakehouse.pipeline.runner import main as pipeline_main
 from lakehouse.pipeline.summary import reconcile
+from lakehouse.runlog import TableRun
 from lakehouse.streaming import gold as stream_gold
+from lakehouse.streaming import score as stream_score
 from lakehouse.streaming.jobs import stream_main
 from lakehouse.streaming.produce import Pacer, ensure_topic, payment_lines, produce, producer_config
 from lakehouse.tables import Lake
 from tests.conftest import CONF, REPO, env_for
-from tests.integration.helpers import manifest_totals, sigkilled
+from tests.integration.helpers import FOR_THE_MODEL, manifest_totals, sigkilled
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 DAYS = ("2026-01-01", "2026-01-02")
 STREAM = "bronze.transactions_stream"
+LIVE_INPUTS = ("gold.customer_features", "gold.merchant_features", "silver.customers")
+FEATURE_TABLES = LIVE_INPUTS  # transaction_features' order
 
 
 def send(spark: SparkSession, raw: str, bootstrap: str, day: str) -> int:
@@ -117,19 +127,19 @@ def assert_windows_recomputed(spark: SparkSession, lake: Lake, events: DataFrame
         assert_df_equality(table, stream_gold.windows(spec, events), ignore_row_order=True, ignore_nullable=True)
 
 
-def late_lines(spark: SparkSession, raw: str, n: int, valid: set[str]) -> list[tuple[str, str, str]]:
-    """``n`` payments of the first day that silver holds (``valid`` ids), with new ids, at the
-    first day's earliest event time."""
+def late_lines(spark: SparkSession, raw: str, n: int, valid: set[str], day: str = DAYS[0]) -> list[tuple[str, str, str]]:
+    """``n`` payments of ``day`` that silver holds (``valid`` ids), with new ids, at the day's
+    earliest event time."""
     values = []
-    for r in payment_lines(spark, raw, [DAYS[0]]).collect():
+    for r in payment_lines(spark, raw, [day]).collect():
         try:
             values.append(json.loads(r.value))
         except ValueError:  # the generator's truncated lines
             continue
     good = [v for v in values if isinstance(v, dict) and v.get("transaction_id") in valid]
-    first = min(v["event_time"] for v in good if isinstance(v.get("event_time"), str) and v["event_time"].startswith(DAYS[0]))
+    first = min(v["event_time"] for v in good if isinstance(v.get("event_time"), str) and v["event_time"].startswith(day))
     late = [{**v, "transaction_id": f"late-{i}", "event_time": first} for i, v in enumerate(good[:n])]
-    return [(DAYS[1], v["customer_id"], json.dumps(v)) for v in late]
+    return [(day, v["customer_id"], json.dumps(v)) for v in late]
 
 
 def test_the_stream_feeds_silver_as_the_files_do_and_windows_as_a_batch_recompute(spark: SparkSession, kafka: str, tmp_path: Path) -> None:
@@ -226,7 +236,8 @@ def test_a_running_stream_stops_on_sigterm_after_committing_its_batch(spark: Spa
         sent = produce(rows, Producer(producer_config(kafka)), topic, Pacer(20_000)).records
         deadline = time.monotonic() + 240
         path = Path(lake.path(STREAM))
-        while time.monotonic() < deadline and not (path / "_delta_log").is_dir():
+        # version 0 creates the table before the query starts; version 1 is the first append
+        while time.monotonic() < deadline and not (path / "_delta_log" / f"{1:020d}.json").is_file():
             assert proc.poll() is None, log_file.read_text()[-3000:]
             time.sleep(0.5)
         proc.send_signal(signal.SIGTERM)
@@ -247,3 +258,106 @@ def test_a_running_stream_stops_on_sigterm_after_committing_its_batch(spark: Spa
     stream = spark.read.format("delta").load(str(path))
     assert stream.count() == sent
     assert stream.select("_kafka.partition", "_kafka.offset").distinct().count() == sent
+
+
+def register_champion(spark: SparkSession, env: EnvConfig, spec: ModelSpec, train: DataFrame) -> str:
+    """Fit the model's MLlib pipeline on ``train`` (any two-class ``label``), register it and make
+    it the champion, as the training job does (without its evaluation)."""
+    import mlflow
+
+    _, artifacts = registry.configure(env)
+    fitted = fit(train, spec)
+    with mlflow.start_run(experiment_id=registry.experiment_id(spec.name, artifacts)):
+        info = mlflow.spark.log_model(fitted.model, artifact_path="model")
+    mv = mlflow.register_model(info.model_uri, spec.name)
+    for k, v in {"odds_factor": repr(fitted.odds_factor), "features": ",".join(spec.features)}.items():
+        registry.client().set_model_version_tag(spec.name, mv.version, k, v)
+    registry.set_alias(spec.name, registry.CHAMPION, mv.version)
+    return str(mv.version)
+
+
+def decisions_on(kafka: str, topic: str) -> dict[str, list[dict]]:
+    """Every decision record of ``topic``, by payment id."""
+    consumer = Consumer({"bootstrap.servers": kafka, "group.id": f"test-{time.time()}", "auto.offset.reset": "earliest"})
+    consumer.subscribe([topic])
+    got: dict[str, list[dict]] = {}
+    idle = time.monotonic()
+    while time.monotonic() - idle < 5:
+        msg = consumer.poll(0.5)
+        if msg is None or msg.error():
+            continue
+        idle = time.monotonic()
+        got.setdefault(msg.key().decode(), []).append(json.loads(msg.value()))
+    consumer.close()
+    return got
+
+
+def test_payments_are_scored_as_they_arrive_as_batch_scoring_scores_them(spark: SparkSession, kafka: str, tmp_path: Path) -> None:
+    """Features of day 1 and a champion; day 2 through the topic: every valid payment decided on
+    the decisions topic and once in the predictions table, with the score batch scoring gives
+    the same payment (point-in-time features over the same tables), the model version and the
+    feature tables' versions. A champion promoted while the query runs scores from the next
+    micro-batch on."""
+    root = tmp_path / "lake"
+    conf = own_topic(tmp_path, "payments-score")
+    model_file = conf / "models" / "fraud.yaml"
+    model_file.write_text(model_file.read_text().replace("topic: fraud-decisions", "topic: decisions-score"))
+    env = env_for(root, f"endpoints.kafka={kafka}")
+    lake = Lake(env, load_tables(conf))
+    spec = load_model_spec(conf, "fraud")
+    args = ["--conf-dir", str(conf), "--conf", f"lake_root={root}", "--conf", f"endpoints.kafka={kafka}"]
+    generate_raw_zone(spark, GeneratorParams(scale=0.005, days=1), env.paths.raw, env.paths.truth)
+    assert pipeline_main([*args, "--tables", ",".join(FOR_THE_MODEL), "--no-summary"]) == 0
+    frames = {n: spark.read.format("delta").load(lake.path(n)) for n in LIVE_INPUTS}
+    day1 = transaction_features(spark.read.format("delta").load(lake.path("silver.transactions")), *(frames[n] for n in FEATURE_TABLES))
+    v1 = register_champion(spark, env, spec, day1.withColumn("label", (F.col("payment_amount") > 60).cast("int")))
+
+    generate_raw_zone(spark, GeneratorParams(scale=0.005, days=2), env.paths.raw, env.paths.truth)
+    ensure_topic(kafka, "payments-score", 3)
+    producer = Producer(producer_config(kafka))
+    rows = ((r.arrival_date, r.key, r.value) for r in payment_lines(spark, env.paths.raw, [DAYS[1]]).toLocalIterator())
+    produce(rows, producer, "payments-score", Pacer(20_000))
+    assert stream_main([*args, "--layers", "bronze,silver,score"]) == 0
+
+    predictions = spark.read.format("delta").load(predictions_path(lake, spec))
+    streamed = spark.read.format("delta").load(lake.path("silver.transactions")).where(F.col("_source_file").startswith("kafka://"))
+    assert predictions.count() == streamed.count() > 0  # every valid payment once
+    expected = score(load(spec, version=v1), transaction_features(streamed, *(frames[n] for n in FEATURE_TABLES)))
+    assert_approx_df_equality(
+        predictions.select("transaction_id", "score", "decision", "model_version"),
+        expected.select("transaction_id", "score", "decision", F.lit(v1).alias("model_version")),
+        precision=1e-9,
+        ignore_row_order=True,
+        ignore_nullable=True,
+    )
+    versions = {n: delta.version(spark, lake.path(n)) for n in LIVE_INPUTS}
+    assert {tuple(sorted(r.feature_versions.items())) for r in predictions.select("feature_versions").collect()} == {
+        tuple(sorted(versions.items()))
+    }
+    sent = decisions_on(kafka, "decisions-score")
+    table = {r.transaction_id: r.decision for r in predictions.collect()}
+    assert set(sent) == set(table)  # at least once on the topic, and the same decisions
+    assert all({d["decision"] for d in sent[k]} == {table[k]} for k in table)
+
+    # a champion promoted while the query runs
+    v2 = register_champion(spark, env, spec, day1.withColumn("label", (F.col("payment_amount") > 40).cast("int")))
+    registry.set_alias(spec.name, registry.CHAMPION, v1)
+    tr = TableRun(stream_score.predictions_table(spec), datetime.now(timezone.utc))
+    query, scorer = stream_score.start_scoring(spark, lake, spec, tr, "test-run", {"processingTime": "1 second"})
+    try:
+        registry.set_alias(spec.name, registry.CHAMPION, v2)
+        valid = {r.transaction_id for r in streamed.select("transaction_id").collect()}
+        late = late_lines(spark, env.paths.raw, 3, valid, DAYS[1])  # three more payments, new ids
+        produce(iter(late), producer, "payments-score", Pacer(20_000))
+        deadline = time.monotonic() + 120
+        while (
+            time.monotonic() < deadline
+            and spark.read.format("delta").load(predictions_path(lake, spec)).where(F.col("transaction_id").startswith("late-")).count() < 3
+        ):
+            assert query.isActive, query.exception()
+            time.sleep(1)
+    finally:
+        query.stop()
+    new = spark.read.format("delta").load(predictions_path(lake, spec)).where(F.col("transaction_id").startswith("late-"))
+    assert sorted(r.model_version for r in new.collect()) == [v2] * 3
+    assert [(old, now) for _, old, now in scorer.switches] == [(None, v1), (v1, v2)]

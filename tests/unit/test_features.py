@@ -18,7 +18,7 @@ from lakehouse.errors import ConfigError, PipelineError
 from lakehouse.features.engine import build
 from lakehouse.features.labels import fraud_labels
 from lakehouse.features.payments import transaction_features
-from lakehouse.features.pit import point_in_time_join
+from lakehouse.features.pit import latest_state, live_join, point_in_time_join
 from tests.conftest import CONF
 
 T0 = datetime(2026, 3, 10, 12, 0, 0)
@@ -77,6 +77,33 @@ def test_the_join_takes_the_latest_row_strictly_before_each_event(spark: SparkSe
         "event_id string, customer_id string, event_time timestamp, c_f int, c_as_of timestamp",
     )
     assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_the_live_join_equals_the_point_in_time_join_for_events_after_every_feature_row(spark: SparkSession) -> None:
+    features = spark.createDataFrame(
+        [
+            ("C1", _at(days=-40), 1),
+            ("C1", _at(minutes=-5), 2),
+            ("C1", _at(minutes=-5), 2),
+            ("C2", _at(days=-31), 3),  # older than 30 days at the events: no state
+            ("C3", _at(hours=-1), 4),
+        ],
+        "customer_id string, feature_time timestamp, f int",
+    )
+    events = spark.createDataFrame(
+        [("e1", "C1", T0), ("e2", "C1", _at(hours=2)), ("e3", "C2", T0), ("e4", "C3", T0), ("e5", "C4", T0)],
+        "event_id string, customer_id string, event_time timestamp",
+    )
+    age = timedelta(days=30)
+    pit = point_in_time_join(events, features, "customer_id", "event_time", "feature_time", ["f"], age, "c_")
+    live = live_join(events, latest_state(features, "customer_id", "feature_time", ["f"]), "customer_id", "event_time", ["f"], age, "c_")
+    assert_df_equality(live, pit, ignore_row_order=True, ignore_nullable=True, ignore_column_order=True)
+    assert sorted((r.event_id, r.c_f) for r in live.collect()) == [("e1", 2), ("e2", 2), ("e3", None), ("e4", 4), ("e5", None)]
+    # a state at or after the event is not used (no look-ahead), where the point-in-time join
+    # would take an earlier row: live events are later than every feature row
+    early = spark.createDataFrame([("e0", "C3", _at(hours=-1))], "event_id string, customer_id string, event_time timestamp")
+    got = live_join(early, latest_state(features, "customer_id", "feature_time", ["f"]), "customer_id", "event_time", ["f"], age, "c_")
+    assert [r.c_f for r in got.collect()] == [None]
 
 
 def test_the_join_prunes_feature_rows_outside_the_events_time_range(spark: SparkSession) -> None:

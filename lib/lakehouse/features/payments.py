@@ -27,7 +27,7 @@ from pyspark.sql import functions as F
 
 from lakehouse.config import FeatureSpec
 from lakehouse.features.engine import window
-from lakehouse.features.pit import point_in_time_join, time_range
+from lakehouse.features.pit import latest_state, live_join, point_in_time_join, time_range
 from lakehouse.instants import utc
 from lakehouse.payments.gold import changed_keys
 from lakehouse.payments.reference import COUNTRIES
@@ -305,6 +305,36 @@ def transaction_features(
         prefix="m_",
         time_bounds=bounds,
     )
+    return with_features(df, list(events.columns))
+
+
+def live_transaction_features(
+    events: DataFrame,
+    customer_state: DataFrame,
+    merchant_state: DataFrame,
+    customers: DataFrame,
+) -> DataFrame:
+    """:func:`transaction_features` for live payments (later than every feature row): each joins
+    its customer's and merchant's newest state (:func:`live_state`, broadcast) instead of a
+    point-in-time join over 30 days of feature rows; the same rules (strictly before, at most 30
+    days old) and the same feature columns."""
+    df = customers_as_of(events, customers)
+    df = live_join(df, customer_state, "customer_id", "event_time", CUSTOMER_STATE, MAX_AGE, "c_")
+    df = live_join(df, merchant_state, "merchant_id", "event_time", MERCHANT_STATE, MAX_AGE, "m_")
+    return with_features(df, list(events.columns))
+
+
+def live_state(customer_features: DataFrame, merchant_features: DataFrame) -> tuple[DataFrame, DataFrame]:
+    """The newest state of every customer and merchant, for :func:`live_transaction_features`."""
+    return (
+        latest_state(customer_features, "customer_id", "feature_time", CUSTOMER_STATE),
+        latest_state(merchant_features, "merchant_id", "feature_time", MERCHANT_STATE),
+    )
+
+
+def with_features(df: DataFrame, keep: list[str]) -> DataFrame:
+    """Rows with the customer's (``c_*``) and merchant's (``m_*``) state attached: ``keep`` with
+    the model's :data:`FEATURES` and the fairness groups. One definition for batch and live."""
     amount = F.col("amount_reporting").cast("double")
     mean30, std30 = F.col("c_amount_mean_30d"), F.col("c_amount_std_30d")
     hours = (F.unix_micros(F.col("event_time")) - F.unix_micros(F.col("c_last_event_time"))) / 3.6e9
@@ -334,5 +364,4 @@ def transaction_features(
         "merchant_chargeback_rate_30d": F.col("m_chargeback_rate_30d"),
     }
     features = [F.coalesce(cols[name].cast("double"), F.lit(0.0)).alias(name) for name in FEATURES]
-    keep = [c for c in events.columns]
     return df.select(*keep, "home_country", age_band(F.col("birth_date"), F.col("event_time")).alias("age_band"), *features)

@@ -110,3 +110,28 @@ def point_in_time_join(
         fresh = fresh & (age <= F.lit(int(max_age.total_seconds() * 1_000_000)))
     attached = [F.when(fresh, F.col("__v").getField(c)).alias(prefix + c) for c in values]
     return joined.select("__row.*", *attached, F.when(fresh, F.col("__v.__as_of")).alias(f"{prefix}as_of"))
+
+
+def latest_state(features: DataFrame, entity: str, feature_time: str, columns: Sequence[str]) -> DataFrame:
+    """Each entity's newest feature row (``entity``, ``__as_of`` and the value ``columns``): the
+    state a live event, later than every row of ``features``, joins with (:func:`live_join`)."""
+    newest = F.max_by(F.struct(F.col(feature_time).alias("__as_of"), *[F.col(c) for c in columns]), F.col(feature_time))
+    rows = features.where(F.col(entity).isNotNull() & F.col(feature_time).isNotNull())
+    return rows.groupBy(entity).agg(newest.alias("__v")).select(entity, "__v.*")
+
+
+def live_join(
+    events: DataFrame, state: DataFrame, entity: str, event_time: str, columns: Sequence[str], max_age: timedelta | None, prefix: str
+) -> DataFrame:
+    """``events`` with the entity's state from :func:`latest_state` (broadcast: a stream-static
+    join), under :func:`point_in_time_join`'s rules: only a state strictly before the event and at
+    most ``max_age`` old is used (else nulls). For events later than every feature row, which
+    live events are, it equals the point-in-time join."""
+    s = state.select(F.col(entity).alias("__e"), *[F.col(c).alias(f"__s_{c}") for c in ("__as_of", *columns)])
+    joined = events.join(F.broadcast(s), events[entity] == F.col("__e"), "left")
+    fresh = F.col("__s___as_of").isNotNull() & (F.col("__s___as_of") < F.col(event_time))
+    if max_age is not None:
+        age = F.unix_micros(F.col(event_time)) - F.unix_micros(F.col("__s___as_of"))
+        fresh = fresh & (age <= F.lit(int(max_age.total_seconds() * 1_000_000)))
+    attached = [F.when(fresh, F.col(f"__s_{c}")).alias(prefix + c) for c in columns]
+    return joined.select(*[events[c] for c in events.columns], *attached, F.when(fresh, F.col("__s___as_of")).alias(f"{prefix}as_of"))

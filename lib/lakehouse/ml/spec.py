@@ -63,6 +63,8 @@ class ModelSpec:
     reweigh: tuple[str, ...] = ()
     warmup_days: int = 30
     auc_drop: float = 0.05
+    decisions_topic: str = "fraud-decisions"
+    """The Kafka topic real-time decisions go to (the stream job's scoring query)."""
     file: str = ""
 
 
@@ -115,7 +117,11 @@ def parse_model_spec(data: Mapping[str, Any], file: str) -> ModelSpec:
         "training.",
     )
     _check_keys(
-        decision, {"threshold": (int, float), "promotion_margin": (int, float)}, ("threshold", "promotion_margin"), file, "decision."
+        decision,
+        {"threshold": (int, float), "promotion_margin": (int, float), "topic": str},
+        ("threshold", "promotion_margin"),
+        file,
+        "decision.",
     )
     _check_keys(fairness, {"groups": list, "min_ratio": (int, float)}, ("groups", "min_ratio"), file, "fairness.")
     _check_keys(
@@ -149,6 +155,7 @@ def parse_model_spec(data: Mapping[str, Any], file: str) -> ModelSpec:
         auc_drop=float(_number({"auc_drop": monitoring.get("auc_drop", 0.05)}, "auc_drop", file, "monitoring", 0, 1)),
         reweigh=_groups(training.get("reweigh") or [], file, "training.reweigh"),
         warmup_days=_number({"warmup_days": training.get("warmup_days", 30)}, "warmup_days", file, "training", 0, 365, whole=True),
+        decisions_topic=decision.get("topic", "fraud-decisions"),
         file=file,
     )
 

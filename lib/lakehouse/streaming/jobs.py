@@ -35,12 +35,15 @@ from lakehouse.cli import add_wait, context, parser
 from lakehouse.config import TableSpec
 from lakehouse.errors import LakehouseError, ReconciliationError
 from lakehouse.leases import leased
+from lakehouse.ml import registry
+from lakehouse.ml.spec import load_model_spec
 from lakehouse.pipeline.summary import mismatches, reconcile
 from lakehouse.quality.expectations import RuleResult
 from lakehouse.runlog import RunLog, TableRun
 from lakehouse.session import get_spark
 from lakehouse.streaming import bronze as kafka_bronze
 from lakehouse.streaming import gold as stream_gold
+from lakehouse.streaming import score as stream_score
 from lakehouse.streaming import silver as stream_silver
 from lakehouse.streaming.handlers import RAISED, keep_errors
 from lakehouse.streaming.produce import check_reachable
@@ -178,7 +181,22 @@ def run_queries(queries: dict[str, StreamingQuery], stop: threading.Event, tally
         if err is not None:
             if name in RAISED:  # the message that names the table, record or rule
                 raise RAISED.pop(name) from None
-            raise LakehouseError(f"{name}: the streaming query failed: {str(err).splitlines()[0][:500]}")
+            raise LakehouseError(f"{name}: the streaming query failed: {cause_of(str(err))[:500]}")
+
+
+_ERROR_LINE = re.compile(r"^(?:[A-Za-z_][\w$]*\.)*[A-Za-z_][\w$]*(?:Error|Exception): \S")
+_WRAPPERS = ("py4j.", "Py4J", "org.apache.spark.SparkException", "org.apache.spark.sql.execution.streaming.sources.", "pyspark.errors.")
+
+
+def cause_of(message: str) -> str:
+    """The line of a query's error that says what went wrong. A failure inside a micro-batch
+    reaches the query wrapped in Spark's and Py4J's errors (and a Python traceback): the first
+    ``SomeError: ...`` line that is not one of those wrappers; else the first line."""
+    for line in message.splitlines():
+        text = line.strip().removeprefix("Caused by: ").lstrip(": ")
+        if _ERROR_LINE.match(text) and not text.startswith(_WRAPPERS):
+            return text
+    return message.splitlines()[0] if message else "(no message)"
 
 
 def late_events(spec: TableSpec, t: QueryTally) -> RuleResult:
@@ -199,17 +217,21 @@ def late_events(spec: TableSpec, t: QueryTally) -> RuleResult:
     )
 
 
-LAYERS = ("bronze", "silver", "gold")
+LAYERS = ("bronze", "silver", "gold", "score")
 
 
 def stream_main(argv: Sequence[str] | None = None) -> int:
     """Parse the job's arguments and run the queries of the stream tables, of the silver tables
     they feed and of the windowed gold tables over those."""
-    p = parser("Stream Kafka topics into bronze, on into the silver tables they feed, and into windowed gold tables.")
+    p = parser("Stream Kafka topics into bronze, on into the silver tables they feed and windowed gold tables; score the payments.")
     p.add_argument("--tables", default="", help="comma-separated topic tables (default: every bronze table with a kafka source)")
     p.add_argument(
-        "--layers", default=",".join(LAYERS), help="of bronze (topic -> bronze), silver (-> silver), gold (windows); default all"
+        "--layers",
+        default=None,
+        help="of bronze (topic -> bronze), silver (-> silver), gold (windows), score (decisions); "
+        "default all, score only when the model has a champion",
     )
+    p.add_argument("--model", default="fraud", help="conf/models/<model>.yaml: the model that scores (default fraud)")
     p.add_argument("--trigger", default="available-now", help="available-now (catch up and stop) or an interval: 5s, 500ms, 1m")
     add_wait(p, 0.0)
     args = p.parse_args(argv)
@@ -219,9 +241,10 @@ def stream_main(argv: Sequence[str] | None = None) -> int:
         trigger = trigger_of(args.trigger)
     except ValueError as exc:
         p.error(str(exc))
-    layers = [x for x in args.layers.split(",") if x]
+    layers = [x for x in (args.layers or ",".join(LAYERS)).split(",") if x]
     if not layers or any(x not in LAYERS for x in layers):
         p.error(f"--layers {args.layers!r}: give some of {', '.join(LAYERS)}")
+    model = load_model_spec(args.conf_dir, args.model) if "score" in layers else None
     known = [s.name for s in lake.streams("bronze")]
     names = [t for t in args.tables.split(",") if t] or known
     for n in names:
@@ -233,10 +256,16 @@ def stream_main(argv: Sequence[str] | None = None) -> int:
         "bronze": names if "bronze" in layers else [],
         "silver": fed if "silver" in layers else [],
         "gold": [g.name for g in lake.streams("gold") if g.upstream[0] in fed] if "gold" in layers else [],
+        "score": [stream_score.predictions_table(model)] if model is not None and "silver.transactions" in fed else [],
     }
     for n in plan["bronze"]:  # the broker unreachable: one clear line within seconds, before Spark starts
         check_reachable(kafka_bronze.bootstrap_of(lake, lake.spec(n)))
     spark = get_spark(ctx.env, "lakehouse-stream", args.master)
+    if plan["score"]:
+        registry.configure(ctx.env)
+        if args.layers is None and registry.version_of(model.name, registry.CHAMPION) is None:
+            log.warning("model %s has no champion yet: payments are not scored (train one: ./spark-submit.sh train)", model.name)
+            plan["score"] = []
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -252,7 +281,15 @@ def stream_main(argv: Sequence[str] | None = None) -> int:
             "bronze": lambda n: start_bronze(spark, lake, n, runs[n], ctx.run_id, trigger),
             "silver": lambda n: stream_silver.start_silver(spark, lake, lake.spec(n), runs[n], ctx.run_id, trigger),
             "gold": lambda n: stream_gold.start_windows(spark, lake, lake.spec(n), runs[n], ctx.run_id, trigger),
+            "score": lambda n: start_scorer(n),
         }
+        scorers: list[stream_score.Scorer] = []
+
+        def start_scorer(n: str) -> StreamingQuery:
+            query, scorer = stream_score.start_scoring(spark, lake, model, runs[n], ctx.run_id, trigger)
+            scorers.append(scorer)
+            return query
+
         queries: dict[str, StreamingQuery] = {}
         try:
             for n in names:
@@ -284,13 +321,15 @@ def stream_main(argv: Sequence[str] | None = None) -> int:
         problem = mismatches(recon)
         runlog.end("failed" if problem else "finished", f"reconciliation: {problem}" if problem else None)
     spark.streams.removeListener(tally)
-    print(summary(plan, runs, late, recon), flush=True)
+    print(summary(plan, runs, late, recon, scorers), flush=True)
     if problem:
         raise ReconciliationError(f"reconciliation failed: {problem}; run {ctx.run_id} is marked failed in ops.run_log")
     return 0
 
 
-def summary(plan: dict[str, list[str]], runs: dict[str, TableRun], late: dict[str, QueryTally], recon: Sequence[Any]) -> str:
+def summary(
+    plan: dict[str, list[str]], runs: dict[str, TableRun], late: dict[str, QueryTally], recon: Sequence[Any], scorers: Sequence[Any] = ()
+) -> str:
     """What the run did, table by table, and the silver tables' accounting."""
     lines = []
     for n in plan["bronze"]:
@@ -304,6 +343,12 @@ def summary(plan: dict[str, list[str]], runs: dict[str, TableRun], late: dict[st
     for n in plan["gold"]:
         t = late[n]
         lines.append(f"{n}: {t.rows} row(s) in, {runs[n].rows_written} window row(s) written, {t.late} late row(s) left out")
+    for n, scorer in zip(plan["score"], scorers, strict=False):
+        switches = "; ".join(f"champion v{new} from batch {b}" for b, old, new in scorer.switches if old is not None)
+        lines.append(
+            f"{n}: {runs[n].rows_read} payment(s) decided ({runs[n].rows_inserted} new in the table), "
+            f"{scorer.unscored} not scored (quarantine rules)" + (f"; {switches}" if switches else "")
+        )
     for r in recon:
         lines.append(
             f"{r.table}: bronze {r.bronze} ({r.streamed} from the stream) = silver {r.silver} + quarantined {r.quarantined} "

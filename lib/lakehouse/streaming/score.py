@@ -1,0 +1,230 @@
+"""Fraud scored while the payment happens: the topic's payments, decided per micro-batch.
+
+The scoring query reads the payments topic itself (its own checkpoint, beside bronze's), so a
+decision does not wait for the bronze and silver commits. Each micro-batch:
+
+1. parses the records as bronze does and types them with silver's transform; the rows that
+   silver's quarantine rules catch are not scored (counted);
+2. joins each payment with its customer's and merchant's newest feature state (a stream-static
+   broadcast join, :func:`lakehouse.features.payments.live_transaction_features`: the same
+   feature columns as batch scoring, the same "strictly before, at most 30 days old" rules);
+3. scores them with the champion through :func:`lakehouse.ml.score.score`, the batch scorer's
+   function;
+4. sends each decision to the decisions topic (at least once: a micro-batch retried after a
+   crash sends again) and inserts it into the predictions table, which batch scoring and
+   monitoring read (exactly once: an insert-only MERGE on the payment id, in a commit carrying
+   the batch's transaction id). A payment scored here is not scored again by the batch job.
+
+Each decision carries the model version and the versions of the tables its features came from.
+Between micro-batches the scorer looks at the registry: a newly promoted champion is loaded and
+scores from the next micro-batch on (logged, and visible in the decisions' ``model_version``);
+so are feature tables that changed (their newest state is recomputed).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.streaming import StreamingQuery
+
+from lakehouse.config import TableSpec
+from lakehouse.errors import PipelineError
+from lakehouse.faults import crash_point
+from lakehouse.features.payments import live_state, live_transaction_features
+from lakehouse.io import delta, fs
+from lakehouse.io.delta_log import Stamp
+from lakehouse.leases import leased
+from lakehouse.ml import registry
+from lakehouse.ml.score import PREDICTIONS_SCHEMA, LoadedModel, load, predictions_path, score
+from lakehouse.ml.spec import ModelSpec
+from lakehouse.pipeline.silver import stream_feed, transform_batch
+from lakehouse.quality.context import checker, expectations_of
+from lakehouse.quality.expectations import apply_expectations
+from lakehouse.quality.metrics import QualityMetrics
+from lakehouse.runlog import TableRun
+from lakehouse.streaming import bronze as kafka_bronze
+from lakehouse.streaming.handlers import keep_errors
+from lakehouse.streaming.produce import ensure_topic
+from lakehouse.tables import Lake
+
+log = logging.getLogger(__name__)
+
+LIVE_INPUTS = ("silver.customers", "gold.customer_features", "gold.merchant_features")
+"""The tables the live features come from; their versions go with each decision."""
+LEASE_WAIT = 1800.0
+DECISION_PARTITIONS = 3
+
+
+def predictions_table(spec: ModelSpec) -> str:
+    return f"ml.{spec.name}_predictions"
+
+
+@dataclass
+class Scorer:
+    """The scoring query's state between micro-batches: the champion, the feature state."""
+
+    spark: SparkSession
+    lake: Lake
+    spec: ModelSpec
+    tx: TableSpec
+    run_id: str
+    tr: TableRun
+    model: LoadedModel | None = None
+    versions: dict[str, int] = field(default_factory=dict)
+    frames: tuple[DataFrame, ...] = ()
+    switches: list[tuple[int, str | None, str]] = field(default_factory=list)
+    unscored: int = 0
+
+    def refresh(self, batch_id: int) -> None:
+        """Load the champion if it changed, and the newest feature state if a table changed."""
+        mv = registry.version_of(self.spec.name, registry.CHAMPION)
+        if mv is None:
+            raise PipelineError(f"model {self.spec.name} has no champion: train one (./spark-submit.sh train) or promote a version")
+        if self.model is None or str(mv.version) != self.model.version:
+            before = self.model.version if self.model else None
+            self.model = load(self.spec, version=str(mv.version))
+            self.switches.append((batch_id, before, self.model.version))
+            if before is not None:
+                log.warning(
+                    "%s: champion switched from version %s to %s: it scores from batch %d on", self.spec.name, before, mv.version, batch_id
+                )
+        now = {}
+        for name in LIVE_INPUTS:
+            v = delta.version(self.spark, self.lake.path(name))
+            if v is None:
+                raise PipelineError(
+                    f"{name}: no Delta table at {self.lake.path(name)}; real-time scoring needs it (run the pipeline first)"
+                )
+            now[name] = v
+        if now != self.versions:
+            read = {n: self.spark.read.format("delta").option("versionAsOf", v).load(self.lake.path(n)) for n, v in now.items()}
+            cstate, mstate = live_state(read["gold.customer_features"], read["gold.merchant_features"])
+            frames = tuple(f.persist(StorageLevel.MEMORY_AND_DISK) for f in (cstate, mstate, read["silver.customers"]))
+            for f in frames:
+                f.count()
+            for f in self.frames:
+                f.unpersist()
+            self.frames, self.versions = frames, now
+            log.info("%s: live feature state from %s", self.spec.name, ", ".join(f"{n} v{v}" for n, v in now.items()))
+
+    def decide(self, records: DataFrame, batch_id: int) -> DataFrame:
+        """The micro-batch's valid payments with their decisions, in the predictions table's
+        columns plus ``received_at`` (the record's Kafka timestamp)."""
+        assert self.model is not None
+        feed = stream_feed(self.lake, self.tx)
+        # the record's Kafka timestamp rides in the input record (``__in``) through the transform
+        records = records.withColumn("received_at", F.col("_kafka.timestamp"))
+        typed, _ = transform_batch(self.spark, self.lake, self.tx, records, self.run_id, feed.driver)
+        rules = tuple(e for e in expectations_of(self.lake, self.tx) if e.severity == "quarantine" and not e.table_level)
+        checked = apply_expectations(typed, rules, checker(self.spark, self.lake, self.tx, QualityMetrics(self.spark, self.lake)))
+        self.unscored += checked.quarantined
+        valid = checked.valid().withColumn("received_at", F.col("__in.received_at"))
+        cstate, mstate, customers = self.frames
+        inputs = live_transaction_features(valid, cstate, mstate, customers)
+        versions = F.create_map(*[x for k, v in sorted(self.versions.items()) for x in (F.lit(k), F.lit(v).cast("bigint"))])
+        return score(self.model, inputs).select(
+            "transaction_id",
+            "customer_id",
+            "merchant_id",
+            "event_time",
+            "event_date",
+            "score",
+            "decision",
+            F.lit(self.model.threshold).alias("threshold"),
+            F.lit(self.model.name).alias("model_name"),
+            F.lit(self.model.version).alias("model_version"),
+            versions.alias("feature_versions"),
+            F.lit(datetime.now(timezone.utc)).alias("scored_at"),
+            "received_at",
+        )
+
+
+def decision_records(decisions: DataFrame) -> DataFrame:
+    """Kafka records for the payment system: keyed by payment id, the decision as JSON."""
+    body = F.struct(
+        "transaction_id",
+        "decision",
+        "score",
+        "threshold",
+        "model_name",
+        "model_version",
+        "feature_versions",
+        F.date_format("event_time", "yyyy-MM-dd'T'HH:mm:ss.SSSXXX").alias("event_time"),
+        F.date_format("received_at", "yyyy-MM-dd'T'HH:mm:ss.SSSXXX").alias("received_at"),
+        F.date_format("scored_at", "yyyy-MM-dd'T'HH:mm:ss.SSSXXX").alias("scored_at"),
+    )
+    return decisions.select(F.col("transaction_id").alias("key"), F.to_json(body).alias("value"))
+
+
+def score_batch(scorer: Scorer, records: DataFrame, batch_id: int, bootstrap: str, checkpoint: str) -> int:
+    """Decide one micro-batch: to the decisions topic, then into the predictions table once."""
+    t0 = time.monotonic()
+    spark, lake, spec = scorer.spark, scorer.lake, scorer.spec
+    scorer.refresh(batch_id)
+    records = records.persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        decided = scorer.decide(records, batch_id).persist(StorageLevel.MEMORY_AND_DISK)
+        try:
+            n = decided.count()
+            if n:
+                decision_records(decided).write.format("kafka").option("kafka.bootstrap.servers", bootstrap).option(
+                    "topic", spec.decisions_topic
+                ).save()
+                crash_point("score.after_send", spec.name)
+                path = predictions_path(lake, spec)
+                once = decided.drop("received_at").dropDuplicates(["transaction_id"])
+                days = sorted(r[0] for r in once.select("event_date").distinct().collect() if r[0] is not None)
+                stamp = Stamp(predictions_table(spec), scorer.run_id, f"lakehouse-score-stream-{fs.stream_id(spark, checkpoint)}", batch_id)
+                with leased(spark, lake, scorer.run_id, "stream", [predictions_table(spec)], wait=LEASE_WAIT):
+                    with delta.stamped(spark, stamp):
+                        m = delta.merge_insert_only(spark, path, once, ["transaction_id"], prune={"event_date": days})
+                scorer.tr.rows_inserted += m.get("numTargetRowsInserted", 0)
+            scorer.tr.rows_read += n
+            scorer.tr.rows_written += n
+            log.info("%s: batch %d: %d decision(s) sent in %.1fs", spec.name, batch_id, n, time.monotonic() - t0)
+            return n
+        finally:
+            decided.unpersist()
+    finally:
+        records.unpersist()
+
+
+def start_scoring(
+    spark: SparkSession, lake: Lake, spec: ModelSpec, tr: TableRun, run_id: str, trigger: dict[str, Any]
+) -> tuple[StreamingQuery, Scorer]:
+    """Start the query that scores the payments topic (the stream table feeding silver.transactions)."""
+    tx = lake.spec("silver.transactions")
+    if tx.streamed_from is None:
+        raise PipelineError("silver.transactions names no stream table (streamed_from): there is no topic to score")
+    source = lake.spec(tx.streamed_from)
+    assert source.source is not None and source.source.topic is not None
+    bootstrap = kafka_bronze.bootstrap_of(lake, source)
+    ensure_topic(bootstrap, spec.decisions_topic, DECISION_PARTITIONS)
+    delta.ensure_table(spark, predictions_path(lake, spec), delta.schema_of(spark, PREDICTIONS_SCHEMA), partition_by=["event_date"])
+    scorer = Scorer(spark, lake, spec, tx, run_id, tr)
+    scorer.refresh(-1)
+    checkpoint = lake.checkpoint("score-stream", spec.name)
+    records = kafka_bronze.as_bronze(
+        kafka_bronze.kafka_reader(spark, bootstrap, source.source.topic, source.source.options), source, run_id
+    )
+    query = (
+        records.writeStream.queryName(f"score_{spec.name}")
+        .foreachBatch(keep_errors(predictions_table(spec), lambda df, batch_id: score_batch(scorer, df, batch_id, bootstrap, checkpoint)))
+        .option("checkpointLocation", checkpoint)
+        .trigger(**trigger)
+        .start()
+    )
+    return query, scorer
+
+
+def parse_decision(value: str) -> dict[str, Any]:
+    """A decision record's value (for the tests and the benchmark)."""
+    return json.loads(value)
