@@ -28,6 +28,7 @@ from lakehouse.errors import SourceError
 from lakehouse.features.payments import transaction_features
 from lakehouse.io import delta
 from lakehouse.ml import registry
+from lakehouse.ml.lifecycle import log_and_register
 from lakehouse.ml.score import load, predictions_path, score
 from lakehouse.ml.spec import ModelSpec, load_model_spec
 from lakehouse.ml.train import fit
@@ -266,12 +267,8 @@ def register_champion(spark: SparkSession, env: EnvConfig, spec: ModelSpec, trai
     import mlflow
 
     _, artifacts = registry.configure(env)
-    fitted = fit(train, spec)
-    with mlflow.start_run(experiment_id=registry.experiment_id(spec.name, artifacts)):
-        info = mlflow.spark.log_model(fitted.model, artifact_path="model")
-    mv = mlflow.register_model(info.model_uri, spec.name)
-    for k, v in {"odds_factor": repr(fitted.odds_factor), "features": ",".join(spec.features)}.items():
-        registry.client().set_model_version_tag(spec.name, mv.version, k, v)
+    with mlflow.start_run(experiment_id=registry.experiment_id(spec.name, artifacts)) as run:
+        mv = log_and_register(spec, fit(train, spec), run.info.run_id)
     registry.set_alias(spec.name, registry.CHAMPION, mv.version)
     return str(mv.version)
 

@@ -13,6 +13,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 
@@ -122,6 +123,21 @@ def _fairness(scored: DataFrame, spec: ModelSpec) -> dict[str, list[dict[str, ob
     return {g: fairness(scored, g, bound=spec.fairness_min_ratio) for g in spec.fairness_groups}
 
 
+def log_and_register(spec: ModelSpec, fitted: Fitted, run_id: str) -> Any:
+    """Log the fitted MLlib pipeline in the active MLflow run, register it as a new version of the
+    spec's model with the tags the scorer reads (features, odds factor), and make it the
+    challenger; the model version."""
+    import mlflow
+
+    info = mlflow.spark.log_model(fitted.model, artifact_path="model", pip_requirements=PIP_REQUIREMENTS)
+    mv = mlflow.register_model(info.model_uri, spec.name)
+    client = registry.client()
+    for k, v in {"odds_factor": repr(fitted.odds_factor), "features": ",".join(spec.features), "run_id": run_id}.items():
+        client.set_model_version_tag(spec.name, mv.version, k, v)
+    registry.set_alias(spec.name, registry.CHALLENGER, mv.version)
+    return mv
+
+
 def train_and_register(
     spark: SparkSession,
     lake: Lake,
@@ -217,12 +233,7 @@ def train_and_register(
                 mlflow.log_dict(tradeoff, "reweighing_tradeoff.json")
                 without = tradeoff["without"]
                 mlflow.log_metrics({f"without_reweighing.{k}": v for k, v in without.items() if v is not None and v == v})
-            info = mlflow.spark.log_model(fitted.model, artifact_path="model", pip_requirements=PIP_REQUIREMENTS)
-            mv = mlflow.register_model(info.model_uri, spec.name)
-            client = registry.client()
-            for k, v in {"odds_factor": repr(fitted.odds_factor), "features": ",".join(spec.features), "run_id": run.info.run_id}.items():
-                client.set_model_version_tag(spec.name, mv.version, k, v)
-            registry.set_alias(spec.name, registry.CHALLENGER, mv.version)
+            mv = log_and_register(spec, fitted, run.info.run_id)
         seconds["log and register"] = time.monotonic() - t3
         t4 = time.monotonic()
         champ = registry.version_of(spec.name, registry.CHAMPION)

@@ -232,17 +232,21 @@ def _wrap(exp: Expectation, table: str, fn: Callable[[], Any]) -> Any:
         raise ConfigError(table, f"expectations.{exp.name}", f"cannot evaluate {exp.describe()!r}: {str(exc).splitlines()[0]}") from None
 
 
-def apply_expectations(
-    df: DataFrame,
-    expectations: Sequence[Expectation],
-    context: Callable[[Expectation], CheckContext],
-    storage: StorageLevel = StorageLevel.MEMORY_AND_DISK,
-) -> Checked:
-    """Evaluate every rule on ``df`` in one pass; raise QualityError if a ``fail`` rule broke.
+@dataclass
+class _Flags:
+    """Each row rule's verdict as a boolean column of ``df`` (``flag``: rule -> column)."""
 
-    Adds ``_errors`` (quarantine rules broken) and ``_warnings`` (warn rules broken). Nothing is
-    written here: on a QualityError the caller has committed nothing.
-    """
+    df: DataFrame
+    row_rules: list[tuple[Expectation, RowCheck, Column]]
+    table_rules: list[tuple[Expectation, TableCheck]]
+    flag: dict[str, str]
+    by_severity: dict[str, list[tuple[str, str]]]
+    keys: tuple[str, ...]
+    table: str
+
+
+def _flag_rows(df: DataFrame, expectations: Sequence[Expectation], context: Callable[[Expectation], CheckContext]) -> _Flags:
+    """The row rules' verdicts as columns (no action runs: a streaming DataFrame qualifies)."""
     row_rules: list[tuple[Expectation, RowCheck, Column]] = []
     table_rules: list[tuple[Expectation, TableCheck]] = []
     table_name = context(expectations[0]).table if expectations else "table"
@@ -276,6 +280,34 @@ def apply_expectations(
         for e, c, a in row_rules:  # find the rule that does not resolve, and name it
             _wrap(e, table_name, lambda c=c, a=a: df.select(F.coalesce(c.failed, F.lit(False)) & a))
         raise
+    return _Flags(flagged, row_rules, table_rules, flag, by_severity, tuple(keys), table_name)
+
+
+def passing(df: DataFrame, expectations: Sequence[Expectation], context: Callable[[Expectation], CheckContext]) -> DataFrame:
+    """The rows no ``quarantine`` row rule catches, judged exactly as :func:`apply_expectations`
+    judges them, but without counting anything: a streaming DataFrame qualifies (real-time
+    scoring). Table-level rules are not evaluated."""
+    f = _flag_rows(df, expectations, context)
+    caught: Column = F.lit(False)
+    for _n, col in f.by_severity["quarantine"]:
+        caught = caught | F.col(col)
+    return f.df.where(~caught).drop(*[c for c in f.df.columns if c.startswith("__dq_")])
+
+
+def apply_expectations(
+    df: DataFrame,
+    expectations: Sequence[Expectation],
+    context: Callable[[Expectation], CheckContext],
+    storage: StorageLevel = StorageLevel.MEMORY_AND_DISK,
+) -> Checked:
+    """Evaluate every rule on ``df`` in one pass; raise QualityError if a ``fail`` rule broke.
+
+    Adds ``_errors`` (quarantine rules broken) and ``_warnings`` (warn rules broken). Nothing is
+    written here: on a QualityError the caller has committed nothing.
+    """
+    f = _flag_rows(df, expectations, context)
+    row_rules, table_rules, flag, by_severity, flagged, keys = f.row_rules, f.table_rules, f.flag, f.by_severity, f.df, f.keys
+    table_name = f.table
     quarantined: Column = F.lit(False)
     for _n, col in by_severity["quarantine"]:
         quarantined = quarantined | F.col(col)

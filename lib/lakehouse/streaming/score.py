@@ -27,7 +27,6 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any
 
 from pyspark import StorageLevel
@@ -47,7 +46,7 @@ from lakehouse.ml.score import PREDICTIONS_SCHEMA, LoadedModel, load, prediction
 from lakehouse.ml.spec import ModelSpec
 from lakehouse.pipeline.silver import stream_feed, transform_batch
 from lakehouse.quality.context import checker, expectations_of
-from lakehouse.quality.expectations import apply_expectations
+from lakehouse.quality.expectations import apply_expectations, passing
 from lakehouse.quality.metrics import QualityMetrics
 from lakehouse.runlog import TableRun
 from lakehouse.streaming import bronze as kafka_bronze
@@ -115,20 +114,36 @@ class Scorer:
             self.frames, self.versions = frames, now
             log.info("%s: live feature state from %s", self.spec.name, ", ".join(f"{n} v{v}" for n, v in now.items()))
 
-    def decide(self, records: DataFrame, batch_id: int) -> DataFrame:
-        """The micro-batch's valid payments with their decisions, in the predictions table's
-        columns plus ``received_at`` (the record's Kafka timestamp)."""
-        assert self.model is not None
-        feed = stream_feed(self.lake, self.tx)
+    def rules(self) -> tuple[Any, ...]:
+        """Silver's row rules that quarantine: a payment one catches is not scored."""
+        return tuple(e for e in expectations_of(self.lake, self.tx) if e.severity == "quarantine" and not e.table_level)
+
+    def typed(self, records: DataFrame) -> DataFrame:
+        """Kafka records (as bronze rows) typed by silver's transform."""
         # the record's Kafka timestamp rides in the input record (``__in``) through the transform
         records = records.withColumn("received_at", F.col("_kafka.timestamp"))
-        typed, _ = transform_batch(self.spark, self.lake, self.tx, records, self.run_id, feed.driver)
-        rules = tuple(e for e in expectations_of(self.lake, self.tx) if e.severity == "quarantine" and not e.table_level)
-        checked = apply_expectations(typed, rules, checker(self.spark, self.lake, self.tx, QualityMetrics(self.spark, self.lake)))
+        typed, _ = transform_batch(self.spark, self.lake, self.tx, records, self.run_id, stream_feed(self.lake, self.tx).driver)
+        return typed
+
+    def decide(self, records: DataFrame) -> DataFrame:
+        """One micro-batch's valid payments with their decisions (the quarantined ones counted)."""
+        checked = apply_expectations(self.typed(records), self.rules(), self.checker())
         self.unscored += checked.quarantined
-        valid = checked.valid().withColumn("received_at", F.col("__in.received_at"))
+        return self.scored(checked.valid())
+
+    def decide_stream(self, records: DataFrame) -> DataFrame:
+        """:meth:`decide` as one streaming plan (no micro-batch: Real-time Mode); nothing counted."""
+        return self.scored(passing(self.typed(records), self.rules(), self.checker()))
+
+    def checker(self) -> Any:
+        return checker(self.spark, self.lake, self.tx, QualityMetrics(self.spark, self.lake))
+
+    def scored(self, valid: DataFrame) -> DataFrame:
+        """Valid typed payments with their decisions, in the predictions table's columns plus
+        ``received_at`` (the record's Kafka timestamp)."""
+        assert self.model is not None
         cstate, mstate, customers = self.frames
-        inputs = live_transaction_features(valid, cstate, mstate, customers)
+        inputs = live_transaction_features(valid.withColumn("received_at", F.col("__in.received_at")), cstate, mstate, customers)
         versions = F.create_map(*[x for k, v in sorted(self.versions.items()) for x in (F.lit(k), F.lit(v).cast("bigint"))])
         return score(self.model, inputs).select(
             "transaction_id",
@@ -142,7 +157,7 @@ class Scorer:
             F.lit(self.model.name).alias("model_name"),
             F.lit(self.model.version).alias("model_version"),
             versions.alias("feature_versions"),
-            F.lit(datetime.now(timezone.utc)).alias("scored_at"),
+            F.current_timestamp().alias("scored_at"),
             "received_at",
         )
 
@@ -171,7 +186,7 @@ def score_batch(scorer: Scorer, records: DataFrame, batch_id: int, bootstrap: st
     scorer.refresh(batch_id)
     records = records.persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        decided = scorer.decide(records, batch_id).persist(StorageLevel.MEMORY_AND_DISK)
+        decided = scorer.decide(records).persist(StorageLevel.MEMORY_AND_DISK)
         try:
             n = decided.count()
             if n:
@@ -197,10 +212,11 @@ def score_batch(scorer: Scorer, records: DataFrame, batch_id: int, bootstrap: st
         records.unpersist()
 
 
-def start_scoring(
-    spark: SparkSession, lake: Lake, spec: ModelSpec, tr: TableRun, run_id: str, trigger: dict[str, Any]
-) -> tuple[StreamingQuery, Scorer]:
-    """Start the query that scores the payments topic (the stream table feeding silver.transactions)."""
+def _prepare(
+    spark: SparkSession, lake: Lake, spec: ModelSpec, tr: TableRun, run_id: str, realtime: bool = False
+) -> tuple[Scorer, DataFrame, str]:
+    """The scorer (champion and feature state loaded), the topic's records as bronze rows, and
+    the bootstrap servers; the decisions topic and the predictions table exist."""
     tx = lake.spec("silver.transactions")
     if tx.streamed_from is None:
         raise PipelineError("silver.transactions names no stream table (streamed_from): there is no topic to score")
@@ -211,10 +227,20 @@ def start_scoring(
     delta.ensure_table(spark, predictions_path(lake, spec), delta.schema_of(spark, PREDICTIONS_SCHEMA), partition_by=["event_date"])
     scorer = Scorer(spark, lake, spec, tx, run_id, tr)
     scorer.refresh(-1)
+    options = dict(source.source.options)
+    if realtime:  # Real-time Mode reads each partition continuously: no per-batch cap
+        options.pop("maxOffsetsPerTrigger", None)
+    records = kafka_bronze.as_bronze(kafka_bronze.kafka_reader(spark, bootstrap, source.source.topic, options), source, run_id)
+    return scorer, records, bootstrap
+
+
+def start_scoring(
+    spark: SparkSession, lake: Lake, spec: ModelSpec, tr: TableRun, run_id: str, trigger: dict[str, Any]
+) -> tuple[StreamingQuery, Scorer]:
+    """Start the query that scores the payments topic (the stream table feeding silver.transactions)
+    in micro-batches."""
+    scorer, records, bootstrap = _prepare(spark, lake, spec, tr, run_id)
     checkpoint = lake.checkpoint("score-stream", spec.name)
-    records = kafka_bronze.as_bronze(
-        kafka_bronze.kafka_reader(spark, bootstrap, source.source.topic, source.source.options), source, run_id
-    )
     query = (
         records.writeStream.queryName(f"score_{spec.name}")
         .foreachBatch(keep_errors(predictions_table(spec), lambda df, batch_id: score_batch(scorer, df, batch_id, bootstrap, checkpoint)))
@@ -222,6 +248,33 @@ def start_scoring(
         .trigger(**trigger)
         .start()
     )
+    return query, scorer
+
+
+def start_realtime(
+    spark: SparkSession, lake: Lake, spec: ModelSpec, tr: TableRun, run_id: str, interval: str = "1 minute"
+) -> tuple[StreamingQuery, Scorer]:
+    """Start the scoring plan in Real-time Mode (``trigger(realTime=interval)``: the interval is
+    how often offsets are checkpointed, not a latency), topic to topic.
+
+    Raises:
+        PipelineError: Real-time Mode refused the plan, quoting Spark's reason.
+    """
+    scorer, records, bootstrap = _prepare(spark, lake, spec, tr, run_id, realtime=True)
+    out = decision_records(scorer.decide_stream(records))
+    try:
+        query = (
+            out.writeStream.queryName(f"score_{spec.name}_realtime")
+            .format("kafka")
+            .option("kafka.bootstrap.servers", bootstrap)
+            .option("topic", spec.decisions_topic)
+            .option("checkpointLocation", lake.checkpoint("score-realtime", spec.name))
+            .outputMode("update")
+            .trigger(realTime=interval)
+            .start()
+        )
+    except Exception as exc:  # noqa: BLE001 - Spark's analysis error, quoted
+        raise PipelineError(f"Real-time Mode refused the scoring plan: {str(exc).splitlines()[0][:1000]}") from None
     return query, scorer
 
 
