@@ -33,6 +33,9 @@ setup: $(WARM) ## Create .venv, install the package and test tools, resolve the 
 demo: setup ## Generate the raw zone, build every layer, train, register, score and monitor the fraud model, write its card (one Spark application)
 	./spark-submit.sh --env $(ENV) demo --scale $(SCALE) --days $(DAYS)
 
+stream-demo: setup ## After make demo: a Kafka broker, the producer and the stream job for about a minute, then the accounting
+	./spark-submit.sh --env $(ENV) stream_demo
+
 train: setup ## Train the fraud model, register it in MLflow, promote it if it beats the champion (after `make demo`)
 	./spark-submit.sh --env $(ENV) train
 
@@ -71,6 +74,9 @@ lint: setup ## ruff check and format check
 	$(VENV)/bin/ruff check lib jobs tests bench
 	$(VENV)/bin/ruff format --check lib jobs tests bench
 
+bench-stream: setup ## Latency of the real-time path (bronze, silver, decisions) at 1k/5k/20k payments/s, Real-time Mode vs micro-batches
+	$(PY) bench/stream_bench.py $(if $(BENCH_ROOT),--root $(BENCH_ROOT)/stream)
+
 bench: setup ## Benchmark stage by stage vs bare Spark and DuckDB, scale-out prediction, quality overhead
 	$(PY) bench/pipeline_bench.py --scale $(SCALE) $(if $(BENCH_ROOT),--root $(BENCH_ROOT)/pipeline)
 	$(PY) bench/quality_overhead.py --scale $(SCALE) $(if $(BENCH_ROOT),--root $(BENCH_ROOT)/quality)
@@ -84,4 +90,4 @@ clean-lake: ## Delete the local lake (./lakehouse-data or $$LAKEHOUSE_ROOT if a 
 clean: ## Remove build outputs (keeps .venv and the lake)
 	rm -rf build .pytest_cache .ruff_cache
 
-.PHONY: help setup demo train score monitor model-card promote export-sample quality-report maintain replay test lint bench pyenv clean clean-lake
+.PHONY: help setup demo stream-demo bench-stream train score monitor model-card promote export-sample quality-report maintain replay test lint bench pyenv clean clean-lake

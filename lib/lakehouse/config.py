@@ -438,6 +438,9 @@ class SourceSpec:
     """``kafka``: the topic read (a stream table: the ``stream`` job builds it, not ``pipeline``)."""
     endpoint: str = "kafka"
     """``kafka``: the key of ``endpoints`` in the environment holding the bootstrap servers."""
+    max_record_bytes: int = 262_144
+    """``kafka``: a record's value longer than this is not parsed: bronze keeps it (``_kafka``) as a
+    corrupt record naming its size, which silver quarantines (``well_formed``)."""
 
     @property
     def is_stream(self) -> bool:
@@ -446,6 +449,12 @@ class SourceSpec:
 
 _DURATION = re.compile(r"([1-9][0-9]*)(s|m|h|d)")
 _DURATION_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _positive(value: Any, file: str, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(file, key, f"expected a whole number > 0, got {value!r}")
+    return value
 
 
 def parse_duration(text: str, file: str, key: str) -> int:
@@ -692,7 +701,16 @@ _MODES = {
     "silver": ("merge", "scd2"),
     "gold": ("replace_where", "merge"),
 }
-_SOURCE_KEYS = {"format": str, "path": str, "options": dict, "schema_drift": str, "required": bool, "topic": str, "endpoint": str}
+_SOURCE_KEYS = {
+    "format": str,
+    "path": str,
+    "options": dict,
+    "schema_drift": str,
+    "required": bool,
+    "topic": str,
+    "endpoint": str,
+    "max_record_bytes": int,
+}
 DRIFT_POLICIES = ("evolve", "rescue", "fail")
 _FORMATS = ("json", "csv", "kafka")
 STREAM_FORMATS = ("kafka",)
@@ -805,7 +823,7 @@ def parse_table(data: Mapping[str, Any], file: str) -> TableSpec:
         _check_keys(src, _SOURCE_KEYS, ("format", "topic") if stream else ("format", "path"), file, "source.")
         if src["format"] not in _FORMATS:
             raise ConfigError(file, "source.format", f"{src['format']!r} is not one of {', '.join(_FORMATS)}")
-        for k in ("topic", "endpoint") if not stream else ("path", "required"):
+        for k in ("topic", "endpoint", "max_record_bytes") if not stream else ("path", "required"):
             if k in src:
                 raise ConfigError(file, f"source.{k}", f"not a key of a {src['format']} source")
         drift = src.get("schema_drift", "rescue")
@@ -822,6 +840,7 @@ def parse_table(data: Mapping[str, Any], file: str) -> TableSpec:
             path=src.get("path", ""),
             topic=src.get("topic"),
             endpoint=src.get("endpoint", "kafka"),
+            max_record_bytes=_positive(src.get("max_record_bytes", 262_144), file, "source.max_record_bytes"),
             options=MappingProxyType({k: _scalar(v, file, f"source.options.{k}") for k, v in (src.get("options") or {}).items()}),
         )
     elif "source" in data:

@@ -30,7 +30,7 @@ def test_unknown_job(tmp_path: Path) -> None:
     assert proc.stderr.strip() == (
         "spark-submit.sh: unknown job 'no_such_job' "
         "(known: bronze, demo, export_training_sample, generate_raw, gold, maintenance, model_card, monitor, pipeline, produce, "
-        "promote, quality_profile, quality_report, replay, score, silver, stream, train)"
+        "promote, quality_profile, quality_report, replay, score, silver, stream, stream_demo, train)"
     )
     assert len(proc.stderr.strip().splitlines()) == 1
 

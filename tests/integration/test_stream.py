@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -42,7 +43,7 @@ from lakehouse.streaming import score as stream_score
 from lakehouse.streaming.jobs import stream_main
 from lakehouse.streaming.produce import Pacer, ensure_topic, payment_lines, produce, producer_config
 from lakehouse.tables import Lake
-from tests.conftest import CONF, REPO, env_for
+from tests.conftest import CONF, REPO, env_for, free_port_pair
 from tests.integration.helpers import FOR_THE_MODEL, manifest_totals, sigkilled
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -101,12 +102,19 @@ def test_the_topic_lands_in_bronze_once_parsed_as_the_files_are(spark: SparkSess
 
 
 def own_topic(tmp_path: Path, topic: str) -> Path:
-    """A copy of the project's conf whose stream table reads ``topic`` (the session's broker is shared)."""
+    """A copy of the project's conf whose stream table reads ``topic`` (the session's broker is
+    shared), with records over 2000 bytes not parsed."""
     conf = tmp_path / "conf"
     shutil.copytree(CONF, conf)
     table = conf / "tables" / "bronze" / "transactions_stream.yaml"
-    table.write_text(table.read_text().replace("topic: payments", f"topic: {topic}"))
+    table.write_text(table.read_text().replace("topic: payments", f"topic: {topic}\n  max_record_bytes: 2000"))
     return conf
+
+
+def last_run(spark: SparkSession, lake: Lake) -> str:
+    """The id of the latest stream run."""
+    log = spark.read.format("delta").load(lake.ops_path("run_log")).where("job = 'stream'")
+    return log.orderBy(F.col("started_at").desc()).first()["run_id"]
 
 
 REFERENCES = "bronze.customers,bronze.merchants,bronze.fx_rates,silver.customers,silver.merchants,silver.fx_rates"
@@ -205,6 +213,30 @@ def test_the_stream_feeds_silver_as_the_files_do_and_windows_as_a_batch_recomput
     last = metrics.orderBy(F.col("recorded_at").desc()).limit(len(WINDOWED))
     # counted once per window an event falls in: 10 sliding windows of customer_velocity, 1 tumbling
     assert sorted((m.table, m.failed) for m in last.collect()) == [("gold.customer_velocity", 50), ("gold.merchant_minute", 5)]
+
+    # bad records through the topic: quarantined or rescued as in batch, the stream goes on
+    good = json.loads(late[0][2])
+    bad = [
+        ("C1", "this is not JSON"),
+        (good["customer_id"], json.dumps({**good, "transaction_id": "big-1", "note": "x" * 3000})),  # over max_record_bytes (2000)
+        (good["customer_id"], json.dumps({**good, "transaction_id": "newfield-1", "loyalty_tier": "gold"})),
+        (good["customer_id"], json.dumps({**good, "transaction_id": "badtype-1", "amount": {"value": 12.5}})),
+    ]
+    produce(((DAYS[1], k, v) for k, v in bad), producer, "payments-silver", Pacer(20_000))
+    assert stream_main(args) == 0
+    bronze = spark.read.format("delta").load(lake.path(STREAM))
+    big = bronze.where(F.col("_kafka.value").contains('"big-1"')).first()
+    assert big is not None and len(big["_kafka"]["value"]) > 3000 and big["transaction_id"] is None
+    assert big["_corrupt_record"].startswith("record of 3") and "over the limit of 2000" in big["_corrupt_record"]
+    quarantine = (
+        spark.read.format("delta").load(lake.quarantine_path("silver.transactions")).where(F.col("run_id") == last_run(spark, lake))
+    )
+    got = quarantine.select(F.get_json_object("record", "$.transaction_id").alias("record_id"), "errors").collect()
+    errors = sorted((r.record_id or "", tuple(r.errors)) for r in got)
+    assert errors == [("", ("well_formed",)), ("", ("well_formed",)), ("badtype-1", ("amount_valid",))]
+    assert quarantine.count() == 3
+    row = spark.read.format("delta").load(path).where("transaction_id = 'newfield-1'").first()
+    assert row is not None and json.loads(row["extra_fields"]) == {"loyalty_tier": "gold"}
 
 
 def test_an_unreachable_broker_is_one_clear_error_within_seconds(tmp_path: Path) -> None:
@@ -358,3 +390,97 @@ def test_payments_are_scored_as_they_arrive_as_batch_scoring_scores_them(spark: 
     new = spark.read.format("delta").load(predictions_path(lake, spec)).where(F.col("transaction_id").startswith("late-"))
     assert sorted(r.model_version for r in new.collect()) == [v2] * 3
     assert [(old, now) for _, old, now in scorer.switches] == [(None, v1), (v1, v2)]
+
+
+def test_a_killed_job_and_a_restarted_broker_lose_and_duplicate_nothing(spark: SparkSession, tmp_path: Path) -> None:
+    """The stream job running every layer with a broker of its own: killed by SIGKILL mid-stream
+    and started again; then the broker stopped for 15 s and started again under the running job.
+    Afterwards silver's accounting equals the generator's manifest, every valid payment of the
+    streamed day has one row in the predictions table and a decision on the topic, and the
+    windows equal their recomputation."""
+    port = free_port_pair()
+    kenv = {**os.environ, "KAFKA_PORT": str(port), "KAFKA_DIR": str(tmp_path / "kafka")}
+    broker = f"127.0.0.1:{port}"
+
+    def kafka_sh(action: str) -> None:
+        done = subprocess.run(["scripts/kafka.sh", action], cwd=REPO, env=kenv, capture_output=True, text=True, timeout=180)
+        assert done.returncode == 0, done.stdout + done.stderr
+
+    kafka_sh("start")
+    root = tmp_path / "lake"
+    conf = own_topic(tmp_path, "payments-faults")
+    env = env_for(root, f"endpoints.kafka={broker}")
+    lake = Lake(env, load_tables(conf))
+    spec = load_model_spec(conf, "fraud")
+    args = ["--conf-dir", str(conf), "--conf", f"lake_root={root}", "--conf", f"endpoints.kafka={broker}"]
+    job = [sys.executable, "jobs/stream.py", *args, "--trigger", "1s", "--conf", "spark.sql.shuffle.partitions=2"]
+    procs: list[subprocess.Popen] = []
+
+    def start_job(name: str) -> subprocess.Popen:
+        out = (tmp_path / f"{name}.log").open("w")
+        proc = subprocess.Popen(job, cwd=REPO, env={**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"}, stderr=out, stdout=out, text=True)
+        procs.append(proc)
+        return proc
+
+    def wait_for(what: str, cond: Callable[[], bool], proc: subprocess.Popen, seconds: float = 240) -> None:
+        deadline = time.monotonic() + seconds
+        while not cond():
+            assert proc.poll() is None, f"the stream job exited {proc.returncode} waiting for {what}"
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            time.sleep(1)
+
+    try:
+        generate_raw_zone(spark, GeneratorParams(scale=0.005, days=1), env.paths.raw, env.paths.truth)
+        assert pipeline_main([*args, "--tables", ",".join(FOR_THE_MODEL), "--no-summary"]) == 0
+        frames = {n: spark.read.format("delta").load(lake.path(n)) for n in LIVE_INPUTS}
+        day1 = transaction_features(spark.read.format("delta").load(lake.path("silver.transactions")), *(frames[n] for n in FEATURE_TABLES))
+        register_champion(spark, env, spec, day1.withColumn("label", (F.col("payment_amount") > 60).cast("int")))
+        generate_raw_zone(spark, GeneratorParams(scale=0.005, days=2), env.paths.raw, env.paths.truth)
+        lines = [(r.arrival_date, r.key, r.value) for r in payment_lines(spark, env.paths.raw, [DAYS[1]]).collect()]
+        thirds = [lines[: len(lines) // 3], lines[len(lines) // 3 : 2 * len(lines) // 3], lines[2 * len(lines) // 3 :]]
+        ensure_topic(broker, "payments-faults", 3)
+        producer = Producer(producer_config(broker))
+        bronze = Path(lake.path(STREAM), "_delta_log")
+        decided = Path(predictions_path(lake, spec), "_delta_log")
+
+        first = start_job("first")
+        produce(iter(thirds[0]), producer, "payments-faults", Pacer(200))
+        wait_for("a scored micro-batch", lambda: (decided / f"{1:020d}.json").is_file(), first)
+        first.send_signal(signal.SIGKILL)  # mid-stream: the other queries' batches cut anywhere
+        first.wait(30)
+
+        second = start_job("second")
+        produce(iter(thirds[1]), producer, "payments-faults", Pacer(200))
+        wait_for("the second third in bronze", lambda: len(list(bronze.glob("*.json"))) >= 3, second)
+        kafka_sh("stop")
+        time.sleep(15)
+        kafka_sh("start")
+        produce(iter(thirds[2]), producer, "payments-faults", Pacer(200))
+        want_rows = len(lines)
+
+        def caught_up() -> bool:
+            n = spark.read.format("delta").load(lake.path(STREAM)).count()
+            return n >= want_rows and spark.read.format("delta").load(predictions_path(lake, spec)).count() > 0
+
+        wait_for("every record in bronze", caught_up, second)
+        time.sleep(15)  # silver, windows and scoring a few micro-batches behind bronze
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(240) == 0, (tmp_path / "second.log").read_text()[-3000:]
+        sent = decisions_on(broker, spec.decisions_topic)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+        kafka_sh("stop")
+
+    assert spark.read.format("delta").load(lake.path(STREAM)).select("_kafka.partition", "_kafka.offset").distinct().count() == want_rows
+    want = manifest_totals(spark, env.paths.raw)["transactions"]
+    (r,) = reconcile(spark, lake, ["silver.transactions"])
+    assert (r.bronze, r.silver, r.quarantined, r.duplicates) == (want["records"], want["landed"], want["quarantined"], want["duplicates"])
+    streamed = spark.read.format("delta").load(lake.path("silver.transactions")).where(F.col("_source_file").startswith("kafka://"))
+    predictions = spark.read.format("delta").load(predictions_path(lake, spec))
+    assert predictions.count() == predictions.select("transaction_id").distinct().count()
+    ids = {r.transaction_id for r in streamed.collect()}
+    assert {r.transaction_id for r in predictions.collect()} == ids  # stored exactly once
+    assert set(sent) >= ids  # emitted at least once
+    assert_windows_recomputed(spark, lake, inserts(spark, lake))

@@ -173,6 +173,14 @@ def _edit(path: Path, old: str, new: str) -> None:
         ("bronze/transactions.yaml", "format: json", "format: xml", "source.format", "'xml' is not one of"),
         ("bronze/transactions.yaml", "format: json", "format: json\n  topic: payments", "source.topic", "not a key of a json source"),
         ("bronze/transactions_stream.yaml", "  topic: payments\n", "", "source.topic", "required key is missing"),
+        (
+            "bronze/transactions.yaml",
+            "format: json",
+            "format: json\n  max_record_bytes: 10",
+            "source.max_record_bytes",
+            "not a key of a json",
+        ),
+        ("bronze/transactions_stream.yaml", "topic: payments", "topic: payments\n  max_record_bytes: 0", "source.max_record_bytes", "> 0"),
         ("bronze/transactions_stream.yaml", "topic: payments", "topic: payments\n  path: x", "source.path", "not a key of a kafka source"),
         (
             "bronze/transactions_stream.yaml",

@@ -53,8 +53,16 @@ def kafka_reader(spark: SparkSession, bootstrap: str, topic: str, options: Mappi
 def as_bronze(records: DataFrame, spec: TableSpec, run_id: str) -> DataFrame:
     """Kafka records (the source's columns) as rows of the bronze table ``spec``."""
     names = [c for c, _ in spec.columns]
+    assert spec.source is not None
+    limit = spec.source.max_record_bytes
+    size = F.octet_length(F.col("value"))
     lines = records.select(
-        F.col("value").cast("string").alias("value"),
+        # a value over the limit is not parsed: a corrupt record naming its size (kept whole in _kafka)
+        F.when(size <= limit, F.col("value").cast("string")).alias("value"),
+        F.when(
+            size > limit,
+            F.format_string(f"record of %d bytes, over the limit of {limit}: %s", size, F.substring(F.col("value").cast("string"), 1, 200)),
+        ).alias("_oversize"),
         F.format_string("kafka://%s/%d/%d", "topic", "partition", "offset").alias("_source_file"),
         F.struct(
             F.col("key").cast("string").alias("key"),
@@ -69,7 +77,7 @@ def as_bronze(records: DataFrame, spec: TableSpec, run_id: str) -> DataFrame:
     return parsed.select(
         *names,
         "_rescued_data",
-        "_corrupt_record",
+        F.coalesce("_oversize", "_corrupt_record").alias("_corrupt_record"),
         "_source_file",
         F.to_date(F.col("_kafka.timestamp")).alias("_arrival_date"),
         F.current_timestamp().alias("_ingested_at"),

@@ -231,6 +231,12 @@ def stream_main(argv: Sequence[str] | None = None) -> int:
         help="of bronze (topic -> bronze), silver (-> silver), gold (windows), score (decisions); "
         "default all, score only when the model has a champion",
     )
+    p.add_argument(
+        "--real-time",
+        default=None,
+        metavar="INTERVAL",
+        help="score in Spark's Real-time Mode, checkpointing every INTERVAL (e.g. '1 minute'); needs an interval --trigger",
+    )
     p.add_argument("--model", default="fraud", help="conf/models/<model>.yaml: the model that scores (default fraud)")
     p.add_argument("--trigger", default="available-now", help="available-now (catch up and stop) or an interval: 5s, 500ms, 1m")
     add_wait(p, 0.0)
@@ -241,6 +247,8 @@ def stream_main(argv: Sequence[str] | None = None) -> int:
         trigger = trigger_of(args.trigger)
     except ValueError as exc:
         p.error(str(exc))
+    if args.real_time and "availableNow" in trigger:
+        p.error("--real-time scores until stopped: give an interval --trigger (e.g. 500ms) for the other queries")
     layers = [x for x in (args.layers or ",".join(LAYERS)).split(",") if x]
     if not layers or any(x not in LAYERS for x in layers):
         p.error(f"--layers {args.layers!r}: give some of {', '.join(LAYERS)}")
@@ -286,7 +294,13 @@ def stream_main(argv: Sequence[str] | None = None) -> int:
         scorers: list[stream_score.Scorer] = []
 
         def start_scorer(n: str) -> StreamingQuery:
-            query, scorer = stream_score.start_scoring(spark, lake, model, runs[n], ctx.run_id, trigger)
+            if args.real_time:  # topic to topic in Real-time Mode; a micro-batch query stores the decisions
+                query, scorer = stream_score.start_realtime(spark, lake, model, runs[n], ctx.run_id, args.real_time)
+                queries[f"{n} (store)"] = stream_score.start_decision_store(
+                    spark, lake, model, runs[n], ctx.run_id, trigger, scorer.bootstrap
+                )
+            else:
+                query, scorer = stream_score.start_scoring(spark, lake, model, runs[n], ctx.run_id, trigger)
             scorers.append(scorer)
             return query
 

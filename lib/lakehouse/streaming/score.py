@@ -81,6 +81,7 @@ class Scorer:
     frames: tuple[DataFrame, ...] = ()
     switches: list[tuple[int, str | None, str]] = field(default_factory=list)
     unscored: int = 0
+    bootstrap: str = ""
 
     def refresh(self, batch_id: int) -> None:
         """Load the champion if it changed, and the newest feature state if a table changed."""
@@ -162,21 +163,27 @@ class Scorer:
         )
 
 
+DECISION_SCHEMA = f"{PREDICTIONS_SCHEMA}, received_at timestamp"
+"""A decision record's JSON: the predictions table's row and the payment's Kafka timestamp."""
+
+
 def decision_records(decisions: DataFrame) -> DataFrame:
-    """Kafka records for the payment system: keyed by payment id, the decision as JSON."""
-    body = F.struct(
-        "transaction_id",
-        "decision",
-        "score",
-        "threshold",
-        "model_name",
-        "model_version",
-        "feature_versions",
-        F.date_format("event_time", "yyyy-MM-dd'T'HH:mm:ss.SSSXXX").alias("event_time"),
-        F.date_format("received_at", "yyyy-MM-dd'T'HH:mm:ss.SSSXXX").alias("received_at"),
-        F.date_format("scored_at", "yyyy-MM-dd'T'HH:mm:ss.SSSXXX").alias("scored_at"),
-    )
-    return decisions.select(F.col("transaction_id").alias("key"), F.to_json(body).alias("value"))
+    """Kafka records for the payment system: keyed by payment id, the decision (with its model
+    and feature versions, and the row the predictions table holds) as JSON."""
+    fields = [f.split()[0] for f in DECISION_SCHEMA.split(", ")]
+    return decisions.select(F.col("transaction_id").alias("key"), F.to_json(F.struct(*fields)).alias("value"))
+
+
+def store_decisions(spark: SparkSession, lake: Lake, spec: ModelSpec, decided: DataFrame, stamp: Stamp) -> int:
+    """Insert decisions into the predictions table once per payment (an insert-only MERGE on the
+    payment id, in a commit carrying ``stamp``'s transaction id), holding the table's lease;
+    the rows inserted."""
+    once = decided.drop("received_at").dropDuplicates(["transaction_id"])
+    days = sorted(r[0] for r in once.select("event_date").distinct().collect() if r[0] is not None)
+    with leased(spark, lake, stamp.run_id, "stream", [predictions_table(spec)], wait=LEASE_WAIT):
+        with delta.stamped(spark, stamp):
+            m = delta.merge_insert_only(spark, predictions_path(lake, spec), once, ["transaction_id"], prune={"event_date": days})
+    return int(m.get("numTargetRowsInserted", 0))
 
 
 def score_batch(scorer: Scorer, records: DataFrame, batch_id: int, bootstrap: str, checkpoint: str) -> int:
@@ -194,14 +201,8 @@ def score_batch(scorer: Scorer, records: DataFrame, batch_id: int, bootstrap: st
                     "topic", spec.decisions_topic
                 ).save()
                 crash_point("score.after_send", spec.name)
-                path = predictions_path(lake, spec)
-                once = decided.drop("received_at").dropDuplicates(["transaction_id"])
-                days = sorted(r[0] for r in once.select("event_date").distinct().collect() if r[0] is not None)
                 stamp = Stamp(predictions_table(spec), scorer.run_id, f"lakehouse-score-stream-{fs.stream_id(spark, checkpoint)}", batch_id)
-                with leased(spark, lake, scorer.run_id, "stream", [predictions_table(spec)], wait=LEASE_WAIT):
-                    with delta.stamped(spark, stamp):
-                        m = delta.merge_insert_only(spark, path, once, ["transaction_id"], prune={"event_date": days})
-                scorer.tr.rows_inserted += m.get("numTargetRowsInserted", 0)
+                scorer.tr.rows_inserted += store_decisions(spark, lake, spec, decided, stamp)
             scorer.tr.rows_read += n
             scorer.tr.rows_written += n
             log.info("%s: batch %d: %d decision(s) sent in %.1fs", spec.name, batch_id, n, time.monotonic() - t0)
@@ -210,6 +211,35 @@ def score_batch(scorer: Scorer, records: DataFrame, batch_id: int, bootstrap: st
             decided.unpersist()
     finally:
         records.unpersist()
+
+
+def start_decision_store(
+    spark: SparkSession, lake: Lake, spec: ModelSpec, tr: TableRun, run_id: str, trigger: dict[str, Any], bootstrap: str
+) -> StreamingQuery:
+    """With Real-time Mode, whose plan cannot write Delta: a micro-batch query that reads the
+    decisions topic and inserts each payment's decision into the predictions table once."""
+    checkpoint = lake.checkpoint("decision-store", spec.name)
+    records = kafka_bronze.kafka_reader(spark, bootstrap, spec.decisions_topic)
+    decided = records.select(F.from_json(F.col("value").cast("string"), DECISION_SCHEMA).alias("d")).select("d.*")
+
+    def each_batch(df: DataFrame, batch_id: int) -> None:
+        df = df.persist(StorageLevel.MEMORY_AND_DISK)
+        try:
+            n = df.count()
+            if n:
+                stamp = Stamp(predictions_table(spec), run_id, f"lakehouse-decisions-{fs.stream_id(spark, checkpoint)}", batch_id)
+                tr.rows_inserted += store_decisions(spark, lake, spec, df, stamp)
+            tr.rows_read += n
+        finally:
+            df.unpersist()
+
+    return (
+        decided.writeStream.queryName(f"decisions_{spec.name}")
+        .foreachBatch(keep_errors(predictions_table(spec), each_batch))
+        .option("checkpointLocation", checkpoint)
+        .trigger(**trigger)
+        .start()
+    )
 
 
 def _prepare(
@@ -225,7 +255,7 @@ def _prepare(
     bootstrap = kafka_bronze.bootstrap_of(lake, source)
     ensure_topic(bootstrap, spec.decisions_topic, DECISION_PARTITIONS)
     delta.ensure_table(spark, predictions_path(lake, spec), delta.schema_of(spark, PREDICTIONS_SCHEMA), partition_by=["event_date"])
-    scorer = Scorer(spark, lake, spec, tx, run_id, tr)
+    scorer = Scorer(spark, lake, spec, tx, run_id, tr, bootstrap=bootstrap)
     scorer.refresh(-1)
     options = dict(source.source.options)
     if realtime:  # Real-time Mode reads each partition continuously: no per-batch cap
