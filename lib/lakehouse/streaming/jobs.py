@@ -331,7 +331,10 @@ def stream_main(argv: Sequence[str] | None = None) -> int:
             runs[n].add_quality([late_events(lake.spec(n), t)])
         for tr in runs.values():
             runlog.finish(tr)
-        recon = reconcile(spark, lake, plan["silver"]) if plan["silver"] else []
+        recon = []
+        if plan["silver"]:  # counted while no pipeline run writes them (their leases held)
+            with leased(spark, lake, ctx.run_id, "stream", plan["silver"], wait=stream_silver.LEASE_WAIT):
+                recon = reconcile(spark, lake, plan["silver"])
         problem = mismatches(recon)
         runlog.end("failed" if problem else "finished", f"reconciliation: {problem}" if problem else None)
     spark.streams.removeListener(tally)
