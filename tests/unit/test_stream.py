@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+from datetime import datetime
 from pathlib import Path
 
 from pyspark.sql import SparkSession
 
+from lakehouse.config import load_tables
 from lakehouse.io.stream import caught_up, drain
-from lakehouse.streaming.jobs import cause_of
+from lakehouse.streaming.bronze import as_bronze
+from lakehouse.streaming.jobs import KAFKA_SOURCE_SCHEMA, cause_of
+from tests.conftest import CONF
 
 
 def test_a_stream_is_caught_up_only_when_its_last_batch_is_committed_past_the_tables_version(spark: SparkSession, tmp_path: Path) -> None:
@@ -58,3 +64,34 @@ def test_a_failed_query_is_reported_by_the_error_inside_its_wrappers() -> None:
     )
     assert cause_of(kafka) == "org.apache.kafka.common.errors.TimeoutException: Topic d not present in metadata after 60000 ms."
     assert cause_of("[STREAM_FAILED] Query terminated") == "[STREAM_FAILED] Query terminated"
+
+
+def test_kafka_records_become_bronze_rows_and_an_oversized_one_a_corrupt_record(spark: SparkSession) -> None:
+    spec = load_tables(CONF)["bronze.transactions_stream"]
+    spec = dataclasses.replace(spec, source=dataclasses.replace(spec.source, max_record_bytes=120))
+    at = datetime(2026, 3, 1, 12, 0, 0)
+    good = json.dumps({"transaction_id": "t1", "amount": "12.50", "loyalty": "gold"})
+    big = json.dumps({"transaction_id": "t2", "note": "x" * 200})
+    records = spark.createDataFrame(
+        [
+            (b"C1", good.encode(), "p", 0, 7, at, 0),
+            (b"C2", big.encode(), "p", 1, 8, at, 0),
+            (None, b"not json", "p", 2, 9, at, 0),
+            (None, None, "p", 0, 10, at, 0),
+        ],
+        KAFKA_SOURCE_SCHEMA,
+    )
+    rows = {r["_source_file"]: r for r in as_bronze(records, spec, "run-1").collect()}
+    one = rows["kafka://p/0/7"]
+    assert (one["transaction_id"], one["amount"], one["_rescued_data"], one["_corrupt_record"]) == (
+        "t1",
+        "12.50",
+        '{"loyalty":"gold"}',
+        None,
+    )
+    assert (one["_kafka"]["key"], one["_kafka"]["offset"], str(one["_arrival_date"])) == ("C1", 7, "2026-03-01")
+    two = rows["kafka://p/1/8"]
+    assert two["transaction_id"] is None and two["_kafka"]["value"] == big
+    assert two["_corrupt_record"] == f"record of {len(big)} bytes, over the limit of 120: {big[:200]}"
+    assert rows["kafka://p/2/9"]["_corrupt_record"] == "not json"
+    assert rows["kafka://p/0/10"]["_corrupt_record"] == ""  # a record without a value
