@@ -12,7 +12,7 @@ lake and a topic of its own:
 1. ``jobs/stream.py --layers bronze,silver,score --trigger <trigger>`` starts (with
    ``--real-time`` for Real-time Mode scoring); a warm-up burst must come back as decisions first;
 2. the producer sends valid payments (the generated day's, each with a new id and an event time
-   that advances with the clock) at the rate for ``--seconds``;
+   that advances with the clock) at the rate for ``--seconds`` (default 20);
 3. the decisions topic is read until every payment has its decision (or a timeout), then the job
    gets SIGTERM;
 4. from each payment's Kafka timestamp (set when the producer sent it): the bronze commit
@@ -355,7 +355,7 @@ def markdown(r: dict) -> str:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rates", default="1000,5000,20000")
-    p.add_argument("--seconds", type=float, default=30.0)
+    p.add_argument("--seconds", type=float, default=20.0)
     p.add_argument("--modes", default="micro-batch,real-time")
     p.add_argument("--trigger", default="500ms")
     p.add_argument("--root", default="/tmp/bench-stream")
