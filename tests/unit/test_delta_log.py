@@ -106,3 +106,29 @@ def test_stamps_round_trip_and_foreign_metadata_is_no_stamp() -> None:
         assert Stamp.parse(foreign) is None
     with pytest.raises(ValueError):
         Stamp("x", "r", "app", None)
+
+
+def test_a_stamp_belongs_to_its_session_and_a_second_one_in_it_refuses(spark: SparkSession, tmp_path: Path) -> None:
+    """Stamps are session settings: a MERGE in another session (a pipeline table's, a streaming
+    query's) meanwhile carries its own stamp, not the open one; a second stamp in the same
+    session is refused rather than mixed with the first (the stream job's bug: a scoring batch's
+    stamp on a silver MERGE running beside it)."""
+    path = str(tmp_path / "t")
+    delta.append(spark.range(2).selectExpr("id"), path)
+    other = spark.newSession()
+
+    def insert(session: SparkSession, n: int) -> None:
+        source = session.range(n, n + 1).alias("s")
+        DeltaTable.forPath(session, path).alias("t").merge(source, "t.id = s.id").whenNotMatchedInsertAll().execute()
+
+    with delta.stamped(spark, Stamp("silver.t", "run-1", "lakehouse-a", 0)):
+        with pytest.raises(RuntimeError, match="still open in this Spark session"):
+            with delta.stamped(spark, Stamp("ml.p", "run-1", "lakehouse-b", 0)):
+                pass
+        with delta.stamped(other, Stamp("ml.p", "run-1", "lakehouse-b", 7)):
+            insert(other, 2)
+        insert(spark, 3)
+    insert(spark, 4)
+    stamps = [(c.stamp.app_id, c.stamp.seq) if c.stamp else None for c in delta_log.commits(spark, path)][:3]
+    assert stamps == [None, ("lakehouse-a", 0), ("lakehouse-b", 7)]
+    assert (delta_log.txn_version(spark, path, "lakehouse-a"), delta_log.txn_version(spark, path, "lakehouse-b")) == (0, 7)

@@ -46,18 +46,37 @@ def is_delta(spark: SparkSession, path: str) -> bool:
     return DeltaTable.isDeltaTable(spark, path)
 
 
+TXN_APP_ID = "spark.databricks.delta.write.txnAppId"
+USER_METADATA = "spark.databricks.delta.commitInfo.userMetadata"
+
+
 @contextmanager
 def stamped(spark: SparkSession, stamp: Stamp | None) -> Iterator[None]:
     """MERGEs (and other DML) inside commit with ``stamp``: its JSON as userMetadata and its
     transaction id as ``txnAppId``/``txnVersion`` (Delta's session settings for idempotent DML:
     a DML has no writer options). Writes on other threads pass their own stamp as writer
-    options, which take precedence over these session settings."""
+    options, which take precedence over these session settings.
+
+    Being session settings, they reach every commit made in ``spark`` meanwhile, on any thread:
+    two stamped blocks at once need a session each (a pipeline table's ``newSession``, a
+    micro-batch's own ``df.sparkSession``, which is its query's). A second block opened in a
+    session whose stamp is still set raises rather than mix the two commits' stamps.
+
+    Raises:
+        RuntimeError: ``spark`` already holds another open stamp.
+    """
     if stamp is None:
         yield
         return
-    keys = {"spark.databricks.delta.commitInfo.userMetadata": stamp.to_json()}
+    held = spark.conf.get(USER_METADATA, None)
+    if held is not None:
+        raise RuntimeError(
+            f"{stamp.step}: a stamped commit ({held}) is still open in this Spark session; concurrent stamped "
+            "commits need a session each (SparkSession.newSession, or a micro-batch's df.sparkSession)"
+        )
+    keys = {USER_METADATA: stamp.to_json()}
     if stamp.app_id is not None:
-        keys["spark.databricks.delta.write.txnAppId"] = stamp.app_id
+        keys[TXN_APP_ID] = stamp.app_id
         keys["spark.databricks.delta.write.txnVersion"] = str(stamp.seq)
     for k, v in keys.items():
         spark.conf.set(k, v)

@@ -77,7 +77,7 @@ def start_windows(spark: SparkSession, lake: Lake, spec: TableSpec, tr: TableRun
             n = changed.count()
             if n:
                 stamp = Stamp(spec.name, run_id, f"lakehouse-window-{fs.stream_id(spark, checkpoint)}", batch_id)
-                merge_windows(spark, path, spec, changed, stamp)
+                merge_windows(changed.sparkSession, path, spec, changed, stamp)  # the query's own session
             tr.rows_written += n
             log.info("%s: batch %d: %d window(s) changed", spec.name, batch_id, n)
         finally:

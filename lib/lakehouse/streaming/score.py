@@ -202,7 +202,7 @@ def score_batch(scorer: Scorer, records: DataFrame, batch_id: int, bootstrap: st
                 ).save()
                 crash_point("score.after_send", spec.name)
                 stamp = Stamp(predictions_table(spec), scorer.run_id, f"lakehouse-score-stream-{fs.stream_id(spark, checkpoint)}", batch_id)
-                scorer.tr.rows_inserted += store_decisions(spark, lake, spec, decided, stamp)
+                scorer.tr.rows_inserted += store_decisions(records.sparkSession, lake, spec, decided, stamp)
             scorer.tr.rows_read += n
             scorer.tr.rows_written += n
             log.info("%s: batch %d: %d decision(s) sent in %.1fs", spec.name, batch_id, n, time.monotonic() - t0)
@@ -228,7 +228,7 @@ def start_decision_store(
             n = df.count()
             if n:
                 stamp = Stamp(predictions_table(spec), run_id, f"lakehouse-decisions-{fs.stream_id(spark, checkpoint)}", batch_id)
-                tr.rows_inserted += store_decisions(spark, lake, spec, df, stamp)
+                tr.rows_inserted += store_decisions(df.sparkSession, lake, spec, df, stamp)
             tr.rows_read += n
         finally:
             df.unpersist()

@@ -57,7 +57,8 @@ def start_silver(
 
     def each_batch(df: DataFrame, batch_id: int) -> None:
         with leased(spark, lake, run_id, "stream", [spec.name], wait=lease_wait):
-            process_batch(spark, lake, spec, df, batch_id, run_id, tr, metrics, feed)
+            # in the query's own session: the MERGE's stamp is a session setting (delta.stamped)
+            process_batch(df.sparkSession, lake, spec, df, batch_id, run_id, tr, metrics, feed)
 
     records = (
         spark.readStream.format("delta")
