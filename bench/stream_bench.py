@@ -19,8 +19,10 @@ lake and a topic of its own:
    (``_commit_timestamp`` of the change data feed row), the silver commit (likewise), and the
    decision record's own Kafka timestamp; p50 / p95 / p99 of each.
 
-A rate is *sustained* when the producer kept it and the lag did not grow: the bronze latency of
-the last third of the payments stays within twice that of the first third plus one second.
+A rate is *sustained* when the producer kept it (95 %), every payment was decided, and the
+stream kept up: bronze p99 under ``SUSTAINED_BRONZE_P99`` (10 s). A stream slower than the rate
+falls behind by a growing amount, which over a 20 s run shows as latencies of the order of the
+run itself (the first and last thirds' bronze p50 are reported too).
 
 Writes ``bench/results/stream.json`` and ``stream.md`` with the machine and the command.
 """
@@ -139,7 +141,7 @@ def payloads(base: Path) -> list[dict]:
     )
     out = []
     for f in sorted((base / "raw" / "transactions").glob("arrival_date=*/*")):
-        for line in f.read_text().splitlines():
+        for line in f.read_bytes().decode("utf-8", errors="replace").splitlines():  # the generator writes a bad byte or two
             try:
                 v = json.loads(line)
             except ValueError:
@@ -265,16 +267,23 @@ def one_run(root: Path, base: Path, bootstrap: str, mode: str, rate: int, second
     third = max(1, len(order) // 3)
     b = commit.pop("_bronze_by_id")
     commit.pop("_silver_by_id", None)
-    first = percentiles([b[k] for k in order[:third] if k in b])["p50"]
-    last = percentiles([b[k] for k in order[-third:] if k in b])["p50"]
-    result["lag_grew"] = None if first is None or last is None else bool(last > 2 * first + 1000)
-    result["sustained"] = bool(
-        result["achieved_rate"] >= 0.95 * rate and result["lag_grew"] is False and result["decided"] == result["sent"]
-    )
+    result["bronze_p50_first_third_ms"] = percentiles([b[k] for k in order[:third] if k in b])["p50"]
+    result["bronze_p50_last_third_ms"] = percentiles([b[k] for k in order[-third:] if k in b])["p50"]
+    result["sustained"] = is_sustained(result)
     result.pop("_bronze_by_id", None)
     result.pop("_silver_by_id", None)
     print(json.dumps({k: v for k, v in result.items() if not k.startswith("_")}), flush=True)
     return {k: v for k, v in result.items() if not k.startswith("_")}
+
+
+SUSTAINED_BRONZE_P99 = 10_000.0
+
+
+def is_sustained(r: dict) -> bool:
+    """The rate was kept, every payment decided, and bronze kept up (see the module doc)."""
+    p99 = r["bronze_ms"]["p99"]
+    kept = r.get("achieved_rate", 0) >= 0.95 * r["rate"] and r["decided"] == r["sent"]
+    return bool(kept and p99 is not None and p99 < SUSTAINED_BRONZE_P99)
 
 
 def commit_latencies(lake: Path, sent: dict[str, int]) -> dict:
@@ -349,6 +358,14 @@ def markdown(r: dict) -> str:
             f"| {x['mode']} | {x['rate']:,} | {x.get('achieved_rate', 0):,.0f} | {ms(x['bronze_ms'])} | {ms(x['silver_ms'])} | "
             f"{ms(x['decision_ms'])} | {x['decided']:,} / {x['sent']:,} | {'yes' if x['sustained'] else 'no'} |"
         )
+    lines += [
+        "",
+        f"Sustained: the rate kept (95 %), every payment decided, bronze p99 under {SUSTAINED_BRONZE_P99 / 1000:.0f} s "
+        "(a stream slower than the rate falls further behind through the run).",
+    ]
+    for mode in dict.fromkeys(x["mode"] for x in r["runs"]):
+        kept = [x["rate"] for x in r["runs"] if x["mode"] == mode and x["sustained"]]
+        lines.append(f"Highest rate sustained, {mode}: {f'{max(kept):,} payments/s' if kept else 'none of those tried'}.")
     return "\n".join(lines) + "\n"
 
 
@@ -360,10 +377,20 @@ def main() -> int:
     p.add_argument("--trigger", default="500ms")
     p.add_argument("--root", default="/tmp/bench-stream")
     p.add_argument("--register", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--rewrite", action="store_true", help="only rewrite the markdown (and the sustained flags) from the JSON")
     p.add_argument("--out", default=str(REPO / "bench" / "results" / "stream"))
     args = p.parse_args()
     if args.register:
         register(Path(args.register))
+        return 0
+    if args.rewrite:
+        result = json.loads(Path(f"{args.out}.json").read_text())
+        for x in result["runs"]:
+            x.pop("lag_grew", None)
+            x["sustained"] = is_sustained(x)
+        Path(f"{args.out}.json").write_text(json.dumps(result, indent=2) + "\n")
+        Path(f"{args.out}.md").write_text(markdown(result))
+        print(markdown(result))
         return 0
     root = Path(args.root)
     root.mkdir(parents=True, exist_ok=True)
