@@ -8,11 +8,12 @@ the runs that recovered.
 
 Kill points: mid-ingestion into bronze (after a batch's append, before its checkpoint), between
 silver's MERGE and its accounting (with more than 50 other commits to the silver table before
-the retry: the look-back this test once passed by luck), mid-gold in each gold table (after the
-replaceWhere of merchant_daily_kpis, which is idempotent by construction, and after the MERGE of
-customer_360, which adds differences to stored sums: a rerun that read the old inputs again
+the retry: the look-back this test once passed by luck), mid-gold after the MERGE of
+customer_360, which adds differences to stored sums (a rerun that read the old inputs again
 counted the day twice), and mid-replay (after the upsert into silver, before the quarantine
-delete). Afterwards every gold table also equals a full recompute from B's silver tables.
+delete). Afterwards every gold table also equals a full recompute from B's silver tables. (A
+kill after merchant_daily_kpis' replaceWhere, idempotent by construction, was dropped: a cold
+run of about 90 s that no bug had ever needed.)
 
 The lakes hold the tables of ``helpers.WITHOUT_FEATURES`` (no feature tables).
 """
@@ -91,7 +92,6 @@ def test_every_table_survives_sigkill_at_each_point(spark: SparkSession, tmp_pat
     lake_b = Lake(env_for(b, f"paths.raw={raw}"), load_tables(CONF))
     busy_writer(spark, lake_b.path("silver.transactions"), 51)
     new_day(5)
-    killed(b, raw, "gold.after_write:gold.merchant_daily_kpis", "pipeline")
     run(b, raw)
     run(a, raw)
 
@@ -132,7 +132,7 @@ def test_every_table_survives_sigkill_at_each_point(spark: SparkSession, tmp_pat
     log = spark.read.format("delta").load(lake_b.ops_path("run_log"))
     jobs = log.where("table = '*'").groupBy("run_id", "job").agg(F.sort_array(F.collect_set("status")).alias("s")).collect()
     abandoned = [r for r in jobs if r.s == ["abandoned", "started"]]
-    assert len(abandoned) == 5, jobs
+    assert len(abandoned) == 4, jobs
     assert all(r.s == ["finished", "started"] for r in jobs if r not in abandoned), jobs
     moved = log.where("job = 'replay' AND table = 'silver.transactions' AND status = 'succeeded'").collect()
     assert len(moved) == 1 and moved[0].rows_read > 0  # the recovery finished the interrupted move

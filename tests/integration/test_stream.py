@@ -249,50 +249,6 @@ def test_an_unreachable_broker_is_one_clear_error_within_seconds(tmp_path: Path)
     assert time.monotonic() - t0 < 15
 
 
-def test_a_running_stream_stops_on_sigterm_after_committing_its_batch(spark: SparkSession, kafka: str, tmp_path: Path) -> None:
-    """``--trigger 1s`` keeps the job running; SIGTERM lets the running micro-batch commit, then
-    the job exits 0 with every record produced in bronze once."""
-    root = tmp_path / "lake"
-    env = env_for(root, f"endpoints.kafka={kafka}")
-    lake = Lake(env, load_tables(CONF))
-    topic = "payments-sigterm"  # a topic of its own: the session's broker is shared
-    generate_raw_zone(spark, GeneratorParams(scale=0.005, days=1), env.paths.raw, env.paths.truth)
-    ensure_topic(kafka, topic, 3)
-    conf = own_topic(tmp_path, topic)
-    cmd = [sys.executable, "jobs/stream.py", "--conf-dir", str(conf), "--conf", f"lake_root={root}"]
-    cmd += ["--conf", f"endpoints.kafka={kafka}", "--layers", "bronze", "--trigger", "1s", "--conf", "spark.sql.shuffle.partitions=2"]
-    log_file = tmp_path / "stream.log"
-    with log_file.open("w") as log_out:
-        proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"}, stderr=log_out, text=True)
-    try:
-        rows = ((r.arrival_date, r.key, r.value) for r in payment_lines(spark, env.paths.raw).toLocalIterator())
-        sent = produce(rows, Producer(producer_config(kafka)), topic, Pacer(20_000)).records
-        deadline = time.monotonic() + 240
-        path = Path(lake.path(STREAM))
-        # version 0 creates the table before the query starts; version 1 is the first append
-        while time.monotonic() < deadline and not (path / "_delta_log" / f"{1:020d}.json").is_file():
-            assert proc.poll() is None, log_file.read_text()[-3000:]
-            time.sleep(0.5)
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=180)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    err = log_file.read_text()
-    assert proc.returncode == 0, err[-3000:]
-    assert "stopped between micro-batches" in err
-    if spark.read.format("delta").load(str(path)).count() < sent:  # stopped before the topic's end: the rest on the next run
-        assert (
-            stream_main(
-                ["--conf-dir", str(conf), "--conf", f"lake_root={root}", "--conf", f"endpoints.kafka={kafka}", "--layers", "bronze"]
-            )
-            == 0
-        )
-    stream = spark.read.format("delta").load(str(path))
-    assert stream.count() == sent
-    assert stream.select("_kafka.partition", "_kafka.offset").distinct().count() == sent
-
-
 def register_champion(spark: SparkSession, env: EnvConfig, spec: ModelSpec, train: DataFrame) -> str:
     """Fit the model's MLlib pipeline on ``train`` (any two-class ``label``), register it and make
     it the champion, as the training job does (without its evaluation)."""
@@ -321,84 +277,16 @@ def decisions_on(kafka: str, topic: str) -> dict[str, list[dict]]:
     return got
 
 
-def test_payments_are_scored_as_they_arrive_as_batch_scoring_scores_them(spark: SparkSession, kafka: str, tmp_path: Path) -> None:
-    """Features of day 1 and a champion; day 2 through the topic: every valid payment decided on
-    the decisions topic and once in the predictions table, with the score batch scoring gives
-    the same payment (point-in-time features over the same tables), the model version and the
-    feature tables' versions. A champion promoted while the query runs scores from the next
-    micro-batch on."""
-    root = tmp_path / "lake"
-    conf = own_topic(tmp_path, "payments-score")
-    model_file = conf / "models" / "fraud.yaml"
-    model_file.write_text(model_file.read_text().replace("topic: fraud-decisions", "topic: decisions-score"))
-    env = env_for(root, f"endpoints.kafka={kafka}")
-    lake = Lake(env, load_tables(conf))
-    spec = load_model_spec(conf, "fraud")
-    args = ["--conf-dir", str(conf), "--conf", f"lake_root={root}", "--conf", f"endpoints.kafka={kafka}"]
-    generate_raw_zone(spark, GeneratorParams(scale=0.005, days=1), env.paths.raw, env.paths.truth)
-    assert pipeline_main([*args, "--tables", ",".join(FOR_THE_MODEL), "--no-summary"]) == 0
-    frames = {n: spark.read.format("delta").load(lake.path(n)) for n in LIVE_INPUTS}
-    day1 = transaction_features(spark.read.format("delta").load(lake.path("silver.transactions")), *(frames[n] for n in FEATURE_TABLES))
-    v1 = register_champion(spark, env, spec, day1.withColumn("label", (F.col("payment_amount") > 60).cast("int")))
-
-    generate_raw_zone(spark, GeneratorParams(scale=0.005, days=2), env.paths.raw, env.paths.truth)
-    ensure_topic(kafka, "payments-score", 3)
-    producer = Producer(producer_config(kafka))
-    rows = ((r.arrival_date, r.key, r.value) for r in payment_lines(spark, env.paths.raw, [DAYS[1]]).toLocalIterator())
-    produce(rows, producer, "payments-score", Pacer(20_000))
-    assert stream_main([*args, "--layers", "bronze,silver,score"]) == 0
-
-    predictions = spark.read.format("delta").load(predictions_path(lake, spec))
-    streamed = spark.read.format("delta").load(lake.path("silver.transactions")).where(F.col("_source_file").startswith("kafka://"))
-    assert predictions.count() == streamed.count() > 0  # every valid payment once
-    expected = score(load(spec, version=v1), transaction_features(streamed, *(frames[n] for n in FEATURE_TABLES)))
-    assert_approx_df_equality(
-        predictions.select("transaction_id", "score", "decision", "model_version"),
-        expected.select("transaction_id", "score", "decision", F.lit(v1).alias("model_version")),
-        precision=1e-9,
-        ignore_row_order=True,
-        ignore_nullable=True,
-    )
-    versions = {n: delta.version(spark, lake.path(n)) for n in LIVE_INPUTS}
-    assert {tuple(sorted(r.feature_versions.items())) for r in predictions.select("feature_versions").collect()} == {
-        tuple(sorted(versions.items()))
-    }
-    sent = decisions_on(kafka, "decisions-score")
-    table = {r.transaction_id: r.decision for r in predictions.collect()}
-    assert set(sent) == set(table)  # at least once on the topic, and the same decisions
-    assert all({d["decision"] for d in sent[k]} == {table[k]} for k in table)
-
-    # a champion promoted while the query runs
-    v2 = register_champion(spark, env, spec, day1.withColumn("label", (F.col("payment_amount") > 40).cast("int")))
-    registry.set_alias(spec.name, registry.CHAMPION, v1)
-    tr = TableRun(stream_score.predictions_table(spec), datetime.now(timezone.utc))
-    query, scorer = stream_score.start_scoring(spark, lake, spec, tr, "test-run", {"processingTime": "1 second"})
-    try:
-        registry.set_alias(spec.name, registry.CHAMPION, v2)
-        valid = {r.transaction_id for r in streamed.select("transaction_id").collect()}
-        late = late_lines(spark, env.paths.raw, 3, valid, DAYS[1])  # three more payments, new ids
-        produce(iter(late), producer, "payments-score", Pacer(20_000))
-        deadline = time.monotonic() + 120
-        while (
-            time.monotonic() < deadline
-            and spark.read.format("delta").load(predictions_path(lake, spec)).where(F.col("transaction_id").startswith("late-")).count() < 3
-        ):
-            assert query.isActive, query.exception()
-            time.sleep(1)
-    finally:
-        query.stop()
-    new = spark.read.format("delta").load(predictions_path(lake, spec)).where(F.col("transaction_id").startswith("late-"))
-    assert sorted(r.model_version for r in new.collect()) == [v2] * 3
-    assert [(old, now) for _, old, now in scorer.switches] == [(None, v1), (v1, v2)]
-
-
-def test_a_killed_job_and_a_restarted_broker_lose_and_duplicate_nothing(spark: SparkSession, tmp_path: Path) -> None:
-    """The stream job running every layer with a broker of its own: killed by SIGKILL mid-stream
-    and started again; then the broker stopped for 15 s and started again under the running job,
-    which gets SIGTERM once bronze holds every record, and a catch-up run. Afterwards silver's
-    accounting equals the generator's manifest, every valid payment of the streamed day has one
-    row in the predictions table and a decision on the topic, and the windows equal their
-    recomputation."""
+def test_scored_as_they_arrive_through_a_kill_and_a_broker_restart_exactly_once(spark: SparkSession, tmp_path: Path) -> None:
+    """Features of day 1 and a champion; day 2 through the topic of a broker of its own, to the
+    stream job running every layer: killed by SIGKILL mid-stream and started again; the broker
+    stopped for 15 s and started again under the running job, which gets SIGTERM once bronze
+    holds every record (it finishes its micro-batches and exits 0), then a catch-up run.
+    Afterwards silver's accounting equals the generator's manifest, every valid payment has one
+    row in the predictions table, with the score batch scoring gives it (point-in-time features
+    over the same tables), the model version and the feature tables' versions, and the same
+    decision on the topic (at least once); the windows equal their recomputation. Then a
+    champion promoted while a scoring query runs scores from its next micro-batch on."""
     port = free_port_pair()
     kenv = {**os.environ, "KAFKA_PORT": str(port), "KAFKA_DIR": str(tmp_path / "kafka")}
     broker = f"127.0.0.1:{port}"
@@ -409,7 +297,8 @@ def test_a_killed_job_and_a_restarted_broker_lose_and_duplicate_nothing(spark: S
 
     kafka_sh("start")
     root = tmp_path / "lake"
-    conf = own_topic(tmp_path, "payments-faults")
+    topic = "payments-faults"
+    conf = own_topic(tmp_path, topic)
     # small paced batches of a sparse day, and the generator's arrivals a week late: with the
     # project's 10 minutes, some would be late here (lateness is the silver test's)
     for name in WINDOWED:
@@ -428,66 +317,107 @@ def test_a_killed_job_and_a_restarted_broker_lose_and_duplicate_nothing(spark: S
         procs.append(proc)
         return proc
 
-    def wait_for(what: str, cond: Callable[[], bool], proc: subprocess.Popen, seconds: float = 240) -> None:
+    def wait_for(what: str, cond: Callable[[], bool], proc: subprocess.Popen | None = None, seconds: float = 240) -> None:
         deadline = time.monotonic() + seconds
         while not cond():
-            assert proc.poll() is None, f"the stream job exited {proc.returncode} waiting for {what}"
+            assert proc is None or proc.poll() is None, f"the stream job exited {proc.returncode} waiting for {what}"
             assert time.monotonic() < deadline, f"timed out waiting for {what}"
             time.sleep(1)
+
+    def read(path: str) -> DataFrame:
+        return spark.read.format("delta").load(path)
 
     try:
         generate_raw_zone(spark, GeneratorParams(scale=0.005, days=1), env.paths.raw, env.paths.truth)
         assert pipeline_main([*args, "--tables", ",".join(FOR_THE_MODEL), "--no-summary"]) == 0
-        frames = {n: spark.read.format("delta").load(lake.path(n)) for n in LIVE_INPUTS}
-        day1 = transaction_features(spark.read.format("delta").load(lake.path("silver.transactions")), *(frames[n] for n in FEATURE_TABLES))
-        register_champion(spark, env, spec, day1.withColumn("label", (F.col("payment_amount") > 60).cast("int")))
+        frames = {n: read(lake.path(n)) for n in LIVE_INPUTS}
+        day1 = transaction_features(read(lake.path("silver.transactions")), *(frames[n] for n in FEATURE_TABLES))
+        v1 = register_champion(spark, env, spec, day1.withColumn("label", (F.col("payment_amount") > 60).cast("int")))
         generate_raw_zone(spark, GeneratorParams(scale=0.005, days=2), env.paths.raw, env.paths.truth)
         assert pipeline_main([*args, "--tables", REFERENCES, "--no-summary"]) == 0  # the second day's rates, customers, merchants
         lines = [(r.arrival_date, r.key, r.value) for r in payment_lines(spark, env.paths.raw, [DAYS[1]]).collect()]
         thirds = [lines[: len(lines) // 3], lines[len(lines) // 3 : 2 * len(lines) // 3], lines[2 * len(lines) // 3 :]]
-        ensure_topic(broker, "payments-faults", 3)
+        ensure_topic(broker, topic, 3)
         producer = Producer(producer_config(broker))
         bronze = Path(lake.path(STREAM), "_delta_log")
         decided = Path(predictions_path(lake, spec), "_delta_log")
 
         first = start_job("first")
-        produce(iter(thirds[0]), producer, "payments-faults", Pacer(200))
+        produce(iter(thirds[0]), producer, topic, Pacer(200))
         wait_for("a scored micro-batch", lambda: (decided / f"{1:020d}.json").is_file(), first)
         first.send_signal(signal.SIGKILL)  # mid-stream: the other queries' batches cut anywhere
         first.wait(30)
 
         second = start_job("second")
-        produce(iter(thirds[1]), producer, "payments-faults", Pacer(200))
+        produce(iter(thirds[1]), producer, topic, Pacer(200))
         wait_for("the second third in bronze", lambda: len(list(bronze.glob("*.json"))) >= 3, second)
         kafka_sh("stop")
         time.sleep(15)
         kafka_sh("start")
-        produce(iter(thirds[2]), producer, "payments-faults", Pacer(200))
+        produce(iter(thirds[2]), producer, topic, Pacer(200))
         want_rows = len(lines)
 
         def caught_up() -> bool:
-            n = spark.read.format("delta").load(lake.path(STREAM)).count()
-            return n >= want_rows and spark.read.format("delta").load(predictions_path(lake, spec)).count() > 0
+            return read(lake.path(STREAM)).count() >= want_rows and read(predictions_path(lake, spec)).count() > 0
 
         wait_for("every record in bronze", caught_up, second)
         second.send_signal(signal.SIGTERM)  # silver, windows and scoring still behind bronze
         assert second.wait(240) == 0, (tmp_path / "second.log").read_text()[-3000:]
+        assert "stopped between micro-batches" in (tmp_path / "second.log").read_text()
         assert stream_main(args) == 0  # availableNow: the layers behind catch up and stop
         sent = decisions_on(broker, spec.decisions_topic)
+
+        assert read(lake.path(STREAM)).select("_kafka.partition", "_kafka.offset").distinct().count() == want_rows
+        want = manifest_totals(spark, env.paths.raw)["transactions"]
+        (r,) = reconcile(spark, lake, ["silver.transactions"])
+        counts = (r.bronze, r.silver, r.quarantined, r.duplicates)
+        assert counts == (want["records"], want["landed"], want["quarantined"], want["duplicates"])
+        streamed = read(lake.path("silver.transactions")).where(F.col("_source_file").startswith("kafka://"))
+        predictions = read(predictions_path(lake, spec))
+        assert predictions.count() == predictions.select("transaction_id").distinct().count()
+        ids = {r.transaction_id for r in streamed.collect()}
+        assert len(ids) > 100 and {r.transaction_id for r in predictions.collect()} == ids  # stored exactly once
+        # scored as batch scoring scores them, over the feature tables' versions the stream read
+        frames = {n: read(lake.path(n)) for n in LIVE_INPUTS}
+        expected = score(load(spec, version=v1), transaction_features(streamed, *(frames[n] for n in FEATURE_TABLES)))
+        assert_approx_df_equality(
+            predictions.select("transaction_id", "score", "decision", "model_version"),
+            expected.select("transaction_id", "score", "decision", F.lit(v1).alias("model_version")),
+            precision=1e-9,
+            ignore_row_order=True,
+            ignore_nullable=True,
+        )
+        versions = {n: delta.version(spark, lake.path(n)) for n in LIVE_INPUTS}
+        assert {tuple(sorted(r.feature_versions.items())) for r in predictions.select("feature_versions").collect()} == {
+            tuple(sorted(versions.items()))
+        }
+        table = {r.transaction_id: r.decision for r in predictions.collect()}
+        assert set(sent) >= ids  # emitted at least once, with the stored decision
+        assert all({d["decision"] for d in sent[k]} == {table[k]} for k in table)
+        assert_windows_recomputed(spark, lake, inserts(spark, lake))
+
+        # a champion promoted while a scoring query runs (this session, the job's checkpoint)
+        v2 = register_champion(spark, env, spec, day1.withColumn("label", (F.col("payment_amount") > 40).cast("int")))
+        registry.set_alias(spec.name, registry.CHAMPION, v1)
+        tr = TableRun(stream_score.predictions_table(spec), datetime.now(timezone.utc))
+        query, scorer = stream_score.start_scoring(spark, lake, spec, tr, "test-run", {"processingTime": "1 second"})
+        try:
+            registry.set_alias(spec.name, registry.CHAMPION, v2)
+            late = late_lines(spark, env.paths.raw, 3, ids, DAYS[1])  # three more payments, new ids
+            produce(iter(late), producer, topic, Pacer(20_000))
+
+            def scored_late() -> bool:
+                assert query.isActive, query.exception()
+                return read(predictions_path(lake, spec)).where(F.col("transaction_id").startswith("late-")).count() >= 3
+
+            wait_for("the late payments scored", scored_late, seconds=120)
+        finally:
+            query.stop()
+        new = read(predictions_path(lake, spec)).where(F.col("transaction_id").startswith("late-"))
+        assert sorted(r.model_version for r in new.collect()) == [v2] * 3
+        assert [(old, now) for _, old, now in scorer.switches] == [(None, v1), (v1, v2)]
     finally:
         for p in procs:
             if p.poll() is None:
                 p.kill()
         kafka_sh("stop")
-
-    assert spark.read.format("delta").load(lake.path(STREAM)).select("_kafka.partition", "_kafka.offset").distinct().count() == want_rows
-    want = manifest_totals(spark, env.paths.raw)["transactions"]
-    (r,) = reconcile(spark, lake, ["silver.transactions"])
-    assert (r.bronze, r.silver, r.quarantined, r.duplicates) == (want["records"], want["landed"], want["quarantined"], want["duplicates"])
-    streamed = spark.read.format("delta").load(lake.path("silver.transactions")).where(F.col("_source_file").startswith("kafka://"))
-    predictions = spark.read.format("delta").load(predictions_path(lake, spec))
-    assert predictions.count() == predictions.select("transaction_id").distinct().count()
-    ids = {r.transaction_id for r in streamed.collect()}
-    assert {r.transaction_id for r in predictions.collect()} == ids  # stored exactly once
-    assert set(sent) >= ids  # emitted at least once
-    assert_windows_recomputed(spark, lake, inserts(spark, lake))
