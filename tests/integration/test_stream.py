@@ -54,53 +54,6 @@ LIVE_INPUTS = ("gold.customer_features", "gold.merchant_features", "silver.custo
 FEATURE_TABLES = LIVE_INPUTS  # transaction_features' order
 
 
-def send(spark: SparkSession, raw: str, bootstrap: str, day: str) -> int:
-    rows = ((r.arrival_date, r.key, r.value) for r in payment_lines(spark, raw, [day]).toLocalIterator())
-    return produce(rows, Producer(producer_config(bootstrap)), "payments", Pacer(20_000)).records
-
-
-def test_the_topic_lands_in_bronze_once_parsed_as_the_files_are(spark: SparkSession, kafka: str, tmp_path: Path) -> None:
-    root = tmp_path / "lake"
-    env = env_for(root, f"endpoints.kafka={kafka}")
-    lake = Lake(env, load_tables(CONF))
-    raw = env.paths.raw
-    generate_raw_zone(spark, GeneratorParams(scale=0.005, days=2), raw, env.paths.truth)
-    args = ["--conf", f"lake_root={root}", "--conf", f"endpoints.kafka={kafka}", "--layers", "bronze"]
-    ensure_topic(kafka, "payments", 3)
-    sent = send(spark, raw, kafka, DAYS[0])
-    assert stream_main(args) == 0
-    stream = spark.read.format("delta").load(lake.path(STREAM))
-    lines = payment_lines(spark, raw, [DAYS[0]])
-    assert stream.count() == sent == lines.count()
-    # every record once, as delivered: the values are the raw lines, each (partition, offset) once
-    assert_df_equality(
-        stream.select(F.col("_kafka.value").alias("value")), lines.select("value"), ignore_row_order=True, ignore_nullable=True
-    )
-    assert stream.select("_kafka.partition", "_kafka.offset").distinct().count() == sent
-    # parsed as the file path parses the same lines (bronze.transactions of the same day)
-    assert pipeline_main([*args[:4], "--layers", "bronze", "--tables", "bronze.transactions", "--no-summary"]) == 0
-    fields = [c for c, _ in lake.spec(STREAM).columns] + ["_rescued_data", "_corrupt_record"]
-    files = spark.read.format("delta").load(lake.path("bronze.transactions")).where(F.col("_arrival_date") == DAYS[0])
-    assert_df_equality(stream.select(*fields), files.select(*fields), ignore_row_order=True, ignore_nullable=True)
-    assert stream.where(F.col("_corrupt_record").isNotNull()).count() > 0  # the generator's defects came through
-
-    # a rerun with nothing new appends nothing
-    version = delta.version(spark, lake.path(STREAM))
-    assert stream_main(args) == 0
-    assert delta.version(spark, lake.path(STREAM)) == version
-
-    # the next day, killed right after its append (before the checkpoint's commit), then rerun
-    sent += send(spark, raw, kafka, DAYS[1])
-    sigkilled(f"bronze.after_append:{STREAM}", "stream", *args)
-    assert stream_main(args) == 0
-    stream = spark.read.format("delta").load(lake.path(STREAM))
-    assert stream.count() == sent == payment_lines(spark, raw).count()
-    assert stream.select("_kafka.partition", "_kafka.offset").distinct().count() == sent
-    log = spark.read.format("delta").load(lake.ops_path("run_log")).where("job = 'stream' AND table = '*'")
-    statuses = sorted(r.status for r in log.collect())
-    assert statuses == ["abandoned"] + ["finished"] * 3 + ["started"] * 4  # the killed run is marked abandoned
-
-
 def own_topic(tmp_path: Path, topic: str) -> Path:
     """A copy of the project's conf whose stream table reads ``topic`` (the session's broker is
     shared), with records over 2000 bytes not parsed."""
@@ -152,12 +105,15 @@ def late_lines(spark: SparkSession, raw: str, n: int, valid: set[str], day: str 
 
 
 def test_the_stream_feeds_silver_as_the_files_do_and_windows_as_a_batch_recompute(spark: SparkSession, kafka: str, tmp_path: Path) -> None:
-    """Two days of payments through the topic into silver.transactions and the windowed gold
-    tables, the job killed right after its first silver MERGE and rerun: silver's accounting
-    equals the generator's manifest (the batch path's rules and quarantine, the same numbers) and
-    the windows equal a batch recomputation over silver's inserts. Then the same payments from
-    the files: none adds or changes a row, and the reconciliation counts both paths. Then
-    payments later than the watermark: in bronze and silver, left out of the windows, counted."""
+    """Two days of payments through the topic into bronze.transactions_stream, silver.transactions
+    and the windowed gold tables, the job killed right after its first bronze append (before its
+    checkpoint's commit), then right after its first silver MERGE, and run again: bronze holds
+    every record once as delivered, silver's accounting equals the generator's manifest (the
+    batch path's rules and quarantine, the same numbers) and the windows equal a batch
+    recomputation over silver's inserts; a rerun with nothing new commits nothing. Then the same
+    payments from the files: bronze parses them as the stream did, none adds or changes a silver
+    row, and the reconciliation counts both paths. Then payments later than the watermark: in
+    bronze and silver, left out of the windows, counted. Then bad records."""
     root = tmp_path / "lake"
     conf = own_topic(tmp_path, "payments-silver")
     env = env_for(root, f"endpoints.kafka={kafka}")
@@ -169,11 +125,22 @@ def test_the_stream_feeds_silver_as_the_files_do_and_windows_as_a_batch_recomput
     producer = Producer(producer_config(kafka))
     rows = ((r.arrival_date, r.key, r.value) for r in payment_lines(spark, env.paths.raw).toLocalIterator())
     sent = produce(rows, producer, "payments-silver", Pacer(20_000)).records
+    sigkilled(f"bronze.after_append:{STREAM}", "stream", *args)
     sigkilled("silver.after_merge:silver.transactions", "stream", *args)
     assert stream_main(args) == 0
 
     want = manifest_totals(spark, env.paths.raw)["transactions"]
     assert sent == want["records"]
+    # bronze: every record once, as delivered (the values are the raw lines, each (partition, offset) once)
+    stream = spark.read.format("delta").load(lake.path(STREAM))
+    lines = payment_lines(spark, env.paths.raw)
+    assert_df_equality(
+        stream.select(F.col("_kafka.value").alias("value")), lines.select("value"), ignore_row_order=True, ignore_nullable=True
+    )
+    assert stream.select("_kafka.partition", "_kafka.offset").distinct().count() == sent
+    assert stream.where(F.col("_corrupt_record").isNotNull()).count() > 0  # the generator's defects came through
+    runs = spark.read.format("delta").load(lake.ops_path("run_log")).where("job = 'stream' AND table = '*'")
+    assert sorted(r.status for r in runs.collect()) == ["abandoned"] * 2 + ["finished"] + ["started"] * 3  # the killed runs
     (r,) = reconcile(spark, lake, ["silver.transactions"])
     assert (r.bronze, r.streamed, r.silver, r.quarantined, r.duplicates) == (
         want["records"],
@@ -185,10 +152,17 @@ def test_the_stream_feeds_silver_as_the_files_do_and_windows_as_a_batch_recomput
     assert_windows_recomputed(spark, lake, inserts(spark, lake))
     path = lake.path("silver.transactions")
     streamed_version = delta.version(spark, path)
+    # a rerun with nothing new commits nothing
+    committed = {n: delta.version(spark, lake.path(n)) for n in (STREAM, "silver.transactions")}
+    assert stream_main(args) == 0
+    assert {n: delta.version(spark, lake.path(n)) for n in committed} == committed
     business = [c for c in lake.spec("silver.transactions").column_names if c not in ("_source_file", "_ingested_at")]
 
     # the same payments from the files
     assert pipeline_main([*args, "--layers", "bronze,silver", "--tables", "bronze.transactions,silver.transactions", "--no-summary"]) == 0
+    fields = [c for c, _ in lake.spec(STREAM).columns] + ["_rescued_data", "_corrupt_record"]
+    files = spark.read.format("delta").load(lake.path("bronze.transactions"))
+    assert_df_equality(stream.select(*fields), files.select(*fields), ignore_row_order=True, ignore_nullable=True)
     before = spark.read.format("delta").option("versionAsOf", streamed_version).load(path).select(*business)
     after = spark.read.format("delta").load(path).select(*business)
     assert_df_equality(after, before, ignore_row_order=True)
