@@ -7,12 +7,13 @@ import json
 from datetime import datetime
 from pathlib import Path
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql.streaming import StreamingQuery
 
 from lakehouse.config import load_tables
 from lakehouse.io.stream import caught_up, drain
 from lakehouse.streaming.bronze import as_bronze
-from lakehouse.streaming.jobs import KAFKA_SOURCE_SCHEMA, cause_of
+from lakehouse.streaming.jobs import KAFKA_SOURCE_SCHEMA, cause_of, in_pool
 from tests.conftest import CONF
 
 
@@ -95,3 +96,29 @@ def test_kafka_records_become_bronze_rows_and_an_oversized_one_a_corrupt_record(
     assert two["_corrupt_record"] == f"record of {len(big)} bytes, over the limit of 120: {big[:200]}"
     assert rows["kafka://p/2/9"]["_corrupt_record"] == "not json"
     assert rows["kafka://p/0/10"]["_corrupt_record"] == ""  # a record without a value
+
+
+def test_a_query_started_in_a_pool_runs_its_batches_in_it(spark: SparkSession, tmp_path: Path) -> None:
+    """The stream job starts each query in a fair-scheduler pool of its own: the pool is set on
+    the starting thread only, and the query's micro-batches (foreachBatch's jobs included) run in it."""
+    source = str(tmp_path / "source")
+    spark.range(3).write.format("delta").save(source)
+    pools: list[str | None] = []
+
+    def each_batch(df: DataFrame, _batch_id: int) -> None:
+        pools.append(df.sparkSession.sparkContext.getLocalProperty("spark.scheduler.pool"))
+        df.count()
+
+    def start() -> StreamingQuery:
+        records = spark.readStream.format("delta").load(source)
+        return (
+            records.writeStream.foreachBatch(each_batch)
+            .option("checkpointLocation", str(tmp_path / "checkpoint"))
+            .trigger(availableNow=True)
+            .start()
+        )
+
+    query = in_pool(spark, "silver.transactions", start)
+    assert spark.sparkContext.getLocalProperty("spark.scheduler.pool") is None  # the starting thread's is unset again
+    query.awaitTermination(120)
+    assert pools == ["silver.transactions"]

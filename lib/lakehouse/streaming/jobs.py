@@ -19,14 +19,15 @@ queries' progress events.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import re
 import signal
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from pyspark.sql import SparkSession
 from pyspark.sql.streaming import StreamingQuery, StreamingQueryListener
@@ -53,6 +54,8 @@ log = logging.getLogger(__name__)
 
 KAFKA_SOURCE_SCHEMA = "key binary, value binary, topic string, partition int, offset bigint, timestamp timestamp, timestampType int"
 """The columns of Spark's Kafka source."""
+
+T = TypeVar("T")
 
 _INTERVAL = re.compile(r"([1-9][0-9]*)(ms|s|m)")
 
@@ -220,6 +223,19 @@ def late_events(spec: TableSpec, t: QueryTally) -> RuleResult:
 LAYERS = ("bronze", "silver", "gold", "score")
 
 
+def in_pool(spark: SparkSession, pool: str, start: Callable[[], T]) -> T:
+    """``start()`` (which starts queries) with the fair-scheduler pool ``pool`` set on this
+    thread: a query's execution thread inherits it, and so every job of its micro-batches,
+    foreachBatch included. (Under the FIFO scheduler, which the tests' shared session keeps, a
+    pool changes nothing.)"""
+    sc = spark.sparkContext
+    sc.setLocalProperty("spark.scheduler.pool", pool)
+    try:
+        return start()
+    finally:
+        sc.setLocalProperty("spark.scheduler.pool", None)  # type: ignore[arg-type]
+
+
 def stream_main(argv: Sequence[str] | None = None) -> int:
     """Parse the job's arguments and run the queries of the stream tables, of the silver tables
     they feed and of the windowed gold tables over those."""
@@ -268,7 +284,10 @@ def stream_main(argv: Sequence[str] | None = None) -> int:
     }
     for n in plan["bronze"]:  # the broker unreachable: one clear line within seconds, before Spark starts
         check_reachable(kafka_bronze.bootstrap_of(lake, lake.spec(n)))
-    spark = get_spark(ctx.env, "lakehouse-stream", args.master)
+    # every query in a fair-scheduler pool of its own (in_pool): FIFO, one query's long batch
+    # (a silver MERGE) would hold back the short ones of the others (a bronze append, scoring)
+    fair = {} if "spark.scheduler.mode" in ctx.env.spark.conf else {"spark.scheduler.mode": "FAIR"}
+    spark = get_spark(ctx.env, "lakehouse-stream", args.master, extra_conf=fair)
     if plan["score"]:
         registry.configure(ctx.env)
         if args.layers is None and registry.version_of(model.name, registry.CHAMPION) is None:
@@ -312,7 +331,7 @@ def stream_main(argv: Sequence[str] | None = None) -> int:
             for layer in LAYERS:  # availableNow: each layer catches up with what the one before wrote
                 if stop.is_set():
                     break
-                queries.update({n: starters[layer](n) for n in plan[layer]})
+                queries.update({n: in_pool(spark, n, functools.partial(starters[layer], n)) for n in plan[layer]})
                 if "availableNow" in trigger:
                     run_queries({n: queries[n] for n in plan[layer]}, stop, tally)
             if "availableNow" not in trigger:
