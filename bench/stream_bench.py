@@ -196,12 +196,12 @@ def send(producer, topic: str, pool: list[dict], prefix: str, rate: float, secon
     return sent
 
 
-def one_run(root: Path, base: Path, bootstrap: str, mode: str, rate: int, seconds: float, trigger: str) -> dict:
+def one_run(root: Path, base: Path, bootstrap: str, mode: str, rate: int, seconds: float, trigger: str, scheduler: str = "FAIR") -> dict:
     from confluent_kafka import Producer
 
     from lakehouse.streaming.produce import ensure_topic, producer_config
 
-    name = f"{mode}-{rate}"
+    name = f"{mode}-{rate}" + ("" if scheduler == "FAIR" else f"-{scheduler.lower()}")
     topic = f"bench-{name}-{int(time.time())}"
     run_root = root / name
     if run_root.exists():
@@ -225,6 +225,7 @@ def one_run(root: Path, base: Path, bootstrap: str, mode: str, rate: int, second
         f"endpoints.kafka={bootstrap}",
     ]
     cmd += ["--conf", "spark.sql.shuffle.partitions=2", "--layers", "bronze,silver,score", "--trigger", trigger]
+    cmd += ["--conf", f"spark.scheduler.mode={scheduler}"]  # the job's default: FAIR, a pool per query
     if mode == "real-time":
         # Real-time Mode holds a task per Kafka partition for the whole checkpoint interval
         cmd += ["--real-time", "1 minute", "--master", "local[8]"]
@@ -235,7 +236,7 @@ def one_run(root: Path, base: Path, bootstrap: str, mode: str, rate: int, second
     pool = payloads(base)
     producer = Producer(producer_config(bootstrap))
     start = datetime.fromisoformat(f"{DAY}T12:00:00+00:00")
-    result: dict = {"mode": mode, "rate": rate, "seconds": seconds, "trigger": trigger}
+    result: dict = {"mode": mode, "rate": rate, "seconds": seconds, "trigger": trigger, "scheduler": scheduler}
     try:
         warm = send(producer, topic, pool, f"warm-{name}", 50, 1, start)
         deadline = time.monotonic() + 300
@@ -350,12 +351,13 @@ def markdown(r: dict) -> str:
         "",
         "Seconds from the produce timestamp, p50 / p95 / p99. Decisions: the decision record's Kafka timestamp.",
         "",
-        "| mode | rate (ev/s) | achieved | bronze commit | silver commit | decision | decided / sent | sustained |",
-        "|---|---|---|---|---|---|---|---|",
+        "| mode | scheduler | rate (ev/s) | achieved | bronze commit | silver commit | decision | decided / sent | sustained |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for x in r["runs"]:
         lines.append(
-            f"| {x['mode']} | {x['rate']:,} | {x.get('achieved_rate', 0):,.0f} | {ms(x['bronze_ms'])} | {ms(x['silver_ms'])} | "
+            f"| {x['mode']} | {x.get('scheduler', 'FIFO')} | {x['rate']:,} | {x.get('achieved_rate', 0):,.0f} | "
+            f"{ms(x['bronze_ms'])} | {ms(x['silver_ms'])} | "
             f"{ms(x['decision_ms'])} | {x['decided']:,} / {x['sent']:,} | {'yes' if x['sustained'] else 'no'} |"
         )
     lines += [
@@ -363,9 +365,9 @@ def markdown(r: dict) -> str:
         f"Sustained: the rate kept (95 %), every payment decided, bronze p99 under {SUSTAINED_BRONZE_P99 / 1000:.0f} s "
         "(a stream slower than the rate falls further behind through the run).",
     ]
-    for mode in dict.fromkeys(x["mode"] for x in r["runs"]):
-        kept = [x["rate"] for x in r["runs"] if x["mode"] == mode and x["sustained"]]
-        lines.append(f"Highest rate sustained, {mode}: {f'{max(kept):,} payments/s' if kept else 'none of those tried'}.")
+    for mode, scheduler in dict.fromkeys((x["mode"], x.get("scheduler", "FIFO")) for x in r["runs"]):
+        kept = [x["rate"] for x in r["runs"] if (x["mode"], x.get("scheduler", "FIFO")) == (mode, scheduler) and x["sustained"]]
+        lines.append(f"Highest rate sustained, {mode}, {scheduler}: {f'{max(kept):,} payments/s' if kept else 'none of those tried'}.")
     return "\n".join(lines) + "\n"
 
 
@@ -375,6 +377,7 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=20.0)
     p.add_argument("--modes", default="micro-batch,real-time")
     p.add_argument("--trigger", default="500ms")
+    p.add_argument("--schedulers", default="FAIR", help="the stream job's spark.scheduler.mode, each in turn: FAIR, FIFO or FAIR,FIFO")
     p.add_argument("--root", default="/tmp/bench-stream")
     p.add_argument("--register", default=None, help=argparse.SUPPRESS)
     p.add_argument("--rewrite", action="store_true", help="only rewrite the markdown (and the sustained flags) from the JSON")
@@ -402,7 +405,8 @@ def main() -> int:
     try:
         for mode in args.modes.split(","):
             for rate in [int(x) for x in args.rates.split(",")]:
-                runs.append(one_run(root, base, f"127.0.0.1:{port}", mode, rate, args.seconds, args.trigger))
+                for scheduler in args.schedulers.split(","):
+                    runs.append(one_run(root, base, f"127.0.0.1:{port}", mode, rate, args.seconds, args.trigger, scheduler))
     finally:
         subprocess.run(["scripts/kafka.sh", "stop"], cwd=REPO, env=kenv, check=False)
     result = {"machine": machine(), "command": "python bench/stream_bench.py " + " ".join(sys.argv[1:]), "runs": runs}
