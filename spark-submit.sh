@@ -44,6 +44,7 @@ export SPARK_HOME
 export PYSPARK_PYTHON="$PY" PYSPARK_DRIVER_PYTHON="$PY"
 export SPARK_LOCAL_IP="${SPARK_LOCAL_IP:-127.0.0.1}"
 export LAKEHOUSE_CONF_DIR="${LAKEHOUSE_CONF_DIR:-$HERE/conf}"
+export LAKEHOUSE_HOME="${LAKEHOUSE_HOME:-$HERE}"  # jobs/ and scripts/, for jobs that start others (stream_demo)
 export LAKEHOUSE_GIT_COMMIT="${LAKEHOUSE_GIT_COMMIT:-$(git -C "$HERE" rev-parse --short=12 HEAD 2>/dev/null || echo unknown)}"
 
 # One zip of lib/ per code version.

@@ -21,7 +21,21 @@ from lakehouse.deps import resolved_jars
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+
+def project_root() -> Path:
+    """The project's folder (``jobs/``, ``conf/``, ``scripts/``): ``$LAKEHOUSE_HOME``, else the
+    nearest folder above this package that holds ``jobs/`` and ``conf/``: ``lib/``'s parent, also
+    when the package was loaded from spark-submit.sh's ``build/lakehouse-<hash>.zip``; else the
+    working directory."""
+    if os.environ.get("LAKEHOUSE_HOME"):
+        return Path(os.environ["LAKEHOUSE_HOME"])
+    for folder in Path(__file__).resolve().parents:
+        if (folder / "jobs").is_dir() and (folder / "conf").is_dir():
+            return folder
+    return Path.cwd()
+
+
+REPO_ROOT = project_root()
 
 
 def default_conf_dir() -> str:

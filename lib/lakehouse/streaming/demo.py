@@ -31,15 +31,24 @@ from pathlib import Path
 
 from lakehouse.cli import context, parser
 from lakehouse.errors import LakehouseError
+from lakehouse.session import project_root
 from lakehouse.streaming.produce import kafka_bootstrap
 
 log = logging.getLogger(__name__)
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = project_root()  # jobs/ and scripts/ (under spark-submit this package is loaded from a zip in build/)
+
+
+REFERENCES = ",".join(f"{layer}.{t}" for layer in ("bronze", "silver") for t in ("customers", "merchants", "fx_rates"))
+"""The tables a payment's checks and features read, loaded from the new day's files before it is streamed."""
 
 
 def _job(name: str, args: Sequence[str], **kw: object) -> subprocess.Popen:
-    env = {**os.environ, "SPARK_LOCAL_IP": os.environ.get("SPARK_LOCAL_IP", "127.0.0.1")}
+    """``jobs/<name>.py`` in a process of its own, with a JVM of its own: under spark-submit this
+    process's PYSPARK_GATEWAY_* would make the child's PySpark join this driver's JVM (where a
+    second SparkContext fails to start)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYSPARK_GATEWAY_")}
+    env["SPARK_LOCAL_IP"] = os.environ.get("SPARK_LOCAL_IP", "127.0.0.1")
     return subprocess.Popen([sys.executable, str(REPO / "jobs" / f"{name}.py"), *args], cwd=REPO, env=env, **kw)  # type: ignore[call-overload]
 
 
@@ -100,6 +109,11 @@ def stream_demo_main(argv: Sequence[str] | None = None) -> int:
     if _job("generate_raw", [*forwarded, *gen]).wait() != 0:
         raise LakehouseError("generating the next arrival day failed (see above)")
     new_day = sorted(d.name.split("=", 1)[1] for d in Path(env.paths.raw, "transactions").glob("arrival_date=*"))[-1]
+    # the day's FX rates, customers and merchants arrive as files, as every day's do: without
+    # them the streamed payments of that day would be quarantined (fx_rate_known, ...)
+    log.info("stream demo: loading the day's reference tables (%s)", REFERENCES)
+    if _job("pipeline", [*forwarded, "--tables", REFERENCES, "--no-summary", "--conf", "spark.sql.shuffle.partitions=2"]).wait() != 0:
+        raise LakehouseError("loading the new day's reference tables failed (see above)")
     bootstrap = kafka_bootstrap(env)
     host, port = bootstrap.split(",")[0].rsplit(":", 1)
     kenv = {**os.environ, "KAFKA_PORT": port}

@@ -105,9 +105,9 @@ def check_reachable(bootstrap: str, timeout: float = 5.0) -> None:
     from confluent_kafka.admin import AdminClient
 
     try:
-        AdminClient({"bootstrap.servers": bootstrap, "socket.connection.setup.timeout.ms": int(timeout * 1000)}).list_topics(
-            timeout=timeout
-        )
+        # log_level 2: not librdkafka's line per failed connection attempt (every 50 ms), only this error
+        settings = {"bootstrap.servers": bootstrap, "socket.connection.setup.timeout.ms": int(timeout * 1000), "log_level": 2}
+        AdminClient(settings).list_topics(timeout=timeout)
     except KafkaException as exc:
         raise SourceError(f"Kafka at {bootstrap}: no broker answered within {timeout:g}s ({exc.args[0]})") from None
 
