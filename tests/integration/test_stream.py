@@ -374,19 +374,22 @@ def test_scored_as_they_arrive_through_a_kill_and_a_broker_restart_exactly_once(
         v2 = register_champion(spark, env, spec, day1.withColumn("label", (F.col("payment_amount") > 40).cast("int")))
         registry.set_alias(spec.name, registry.CHAMPION, v1)
         tr = TableRun(stream_score.predictions_table(spec), datetime.now(timezone.utc))
-        query, scorer = stream_score.start_scoring(spark, lake, spec, tr, "test-run", {"processingTime": "1 second"})
+        every = {"processingTime": "1 second"}
+        query, scorer = stream_score.start_scoring(spark, lake, spec, tr, "test-run", every)
+        store = stream_score.start_decision_store(spark, lake, spec, tr, "test-run", every, scorer.bootstrap, counts_read=False)
         try:
             registry.set_alias(spec.name, registry.CHAMPION, v2)
             late = late_lines(spark, env.paths.raw, 3, ids, DAYS[1])  # three more payments, new ids
             produce(iter(late), producer, topic, Pacer(20_000))
 
             def scored_late() -> bool:
-                assert query.isActive, query.exception()
+                assert query.isActive and store.isActive, query.exception() or store.exception()
                 return read(predictions_path(lake, spec)).where(F.col("transaction_id").startswith("late-")).count() >= 3
 
             wait_for("the late payments scored", scored_late, seconds=120)
         finally:
             query.stop()
+            store.stop()
         new = read(predictions_path(lake, spec)).where(F.col("transaction_id").startswith("late-"))
         assert sorted(r.model_version for r in new.collect()) == [v2] * 3
         assert [(old, now) for _, old, now in scorer.switches] == [(None, v1), (v1, v2)]

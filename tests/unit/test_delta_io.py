@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
+import pytest
 from chispa import assert_df_equality
+from pyspark.errors import AnalysisException
 from pyspark.sql import Row, SparkSession
 from pyspark.sql.types import LongType, StringType, StructField, StructType, TimestampType
 
@@ -41,3 +43,25 @@ def test_a_declared_column_the_table_lacks_is_added_with_nulls(spark: SparkSessi
     assert delta.add_missing_columns(spark, path, wanted) == []  # once
     got = spark.read.format("delta").load(path)
     assert_df_equality(got, spark.createDataFrame([(1, "a", None)], wanted), ignore_nullable=True)
+
+
+def test_a_cached_table_is_read_once_per_version_and_a_new_commit_is_seen(spark: SparkSession, tmp_path: Path) -> None:
+    """A stream's reference tables (CachedTables): the same rows from memory while the table's
+    version holds, the new rows from the call after a commit, and a missing table read plainly."""
+    from lakehouse.io.cached import CachedTables
+
+    path = str(tmp_path / "fx")
+    spark.createDataFrame([("EUR", 1.0)], "currency string, rate double").write.format("delta").save(path)
+    tables = CachedTables(spark, lambda name: str(tmp_path / name))
+    first = tables.read("fx")
+    assert tables.read("fx") is first and tables.reads == 1 and tables.version_of("fx") == 0
+    spark.createDataFrame([("USD", 0.9)], "currency string, rate double").write.format("delta").mode("append").save(path)
+    assert first.count() == 1  # the rows held are those of version 0
+    again = tables.read("fx")
+    assert tables.reads == 2 and tables.version_of("fx") == 1
+    assert_df_equality(again, spark.createDataFrame([("EUR", 1.0), ("USD", 0.9)], "currency string, rate double"), ignore_row_order=True)
+    assert tables.read("fx") is again
+    with pytest.raises(AnalysisException, match="nothing"):  # no table: the plain read's error, naming the path
+        tables.read("nothing")
+    assert tables.version_of("nothing") is None
+    tables.close()

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -218,16 +218,24 @@ def completed(spec: TableSpec, typed: DataFrame) -> DataFrame:
 
 
 def transform_batch(
-    spark: SparkSession, lake: Lake, spec: TableSpec, batch: DataFrame, run_id: str, driver: str | None = None
+    spark: SparkSession,
+    lake: Lake,
+    spec: TableSpec,
+    batch: DataFrame,
+    run_id: str,
+    driver: str | None = None,
+    read: Callable[[str], DataFrame] | None = None,
 ) -> tuple[DataFrame, list[str]]:
-    """The table's transform over bronze rows (with ``__in``) and the other upstream tables;
+    """The table's transform over bronze rows (with ``__in``) and the other upstream tables
+    (``read(name)``, default a plain read; a stream passes :class:`lakehouse.io.cached.CachedTables`);
     also returns the source columns added by schema evolution that the result carries as text."""
     for u in spec.upstream[1:]:
         if not delta.is_delta(spark, lake.path(u)):
             raise PipelineError(
                 f"{spec.name}: upstream {u} has no Delta table at {lake.path(u)} (build it first: --tables {u},{spec.name})"
             )
-    others = {lake.spec(u).short_name: spark.read.format("delta").load(lake.path(u)) for u in spec.upstream[1:]}
+    read = read or (lambda u: spark.read.format("delta").load(lake.path(u)))
+    others = {lake.spec(u).short_name: read(u) for u in spec.upstream[1:]}
     context = {"reporting_currency": lake.env.reporting_currency, "run_id": run_id}
     typed = completed(spec, call_transform(spec, with_input(batch), others, context))
     extra = evolved_of(lake, spec, batch, driver)
@@ -267,17 +275,19 @@ def process_batch(
     tr: TableRun,
     metrics: QualityMetrics,
     feed: Feed | None = None,
+    read: Callable[[str], DataFrame] | None = None,
 ) -> None:
     """Type, check, quarantine and upsert one micro-batch of bronze rows (see module doc).
-    ``feed``: where the batch comes from (default: the pipeline's, :func:`batch_feed`)."""
+    ``feed``: where the batch comes from (default: the pipeline's, :func:`batch_feed`);
+    ``read``: how other tables are read (the transform's upstream, the rules' lookups)."""
     feed = feed or batch_feed(lake, spec)
     laps = Laps()
-    typed, extra = transform_batch(spark, lake, spec, batch, run_id, feed.driver)
+    typed, extra = transform_batch(spark, lake, spec, batch, run_id, feed.driver, read)
     rules = expectations_of(lake, spec)
     if feed.is_stream:  # a micro-batch's size is the trigger's: no run-to-run volume comparison
         rules = tuple(e for e in rules if e.check != "row_count")
     try:
-        checked = apply_expectations(typed, rules, checker(spark, lake, spec, metrics))
+        checked = apply_expectations(typed, rules, checker(spark, lake, spec, metrics, read))
     except QualityError as exc:
         tr.add_quality(exc.results)
         raise

@@ -13,11 +13,14 @@ from lakehouse.quality.metrics import QualityMetrics
 from lakehouse.tables import Lake
 
 
-def checker(spark: SparkSession, lake: Lake, spec: TableSpec, metrics: QualityMetrics) -> Callable[[Expectation], CheckContext]:
-    """The context each of ``spec``'s rules is evaluated with (other tables, its own history)."""
+def checker(
+    spark: SparkSession, lake: Lake, spec: TableSpec, metrics: QualityMetrics, read: Callable[[str], DataFrame] | None = None
+) -> Callable[[Expectation], CheckContext]:
+    """The context each of ``spec``'s rules is evaluated with (other tables, read by ``read``
+    when given, and its own history)."""
 
     def read_table(name: str) -> DataFrame:
-        return spark.read.format("delta").load(lake.path(name))
+        return read(name) if read is not None else spark.read.format("delta").load(lake.path(name))
 
     def context(e: Expectation) -> CheckContext:
         return CheckContext(spec.name, e.name, spec.keys, read_table, lambda n: metrics.history(spec.name, e.name, n))

@@ -236,6 +236,12 @@ def in_pool(spark: SparkSession, pool: str, start: Callable[[], T]) -> T:
         sc.setLocalProperty("spark.scheduler.pool", None)  # type: ignore[arg-type]
 
 
+def stage_name(layer: str, table: str) -> str:
+    """The name a query goes by in the job (its pool, its progress lines): the table it writes;
+    the decision store, which writes the predictions table after the scorer, ``<table> (store)``."""
+    return f"{table} (store)" if layer == "store" else table
+
+
 def stream_main(argv: Sequence[str] | None = None) -> int:
     """Parse the job's arguments and run the queries of the stream tables, of the silver tables
     they feed and of the windowed gold tables over those."""
@@ -309,15 +315,17 @@ def stream_main(argv: Sequence[str] | None = None) -> int:
             "silver": lambda n: stream_silver.start_silver(spark, lake, lake.spec(n), runs[n], ctx.run_id, trigger),
             "gold": lambda n: stream_gold.start_windows(spark, lake, lake.spec(n), runs[n], ctx.run_id, trigger),
             "score": lambda n: start_scorer(n),
+            # the decisions topic into the predictions table (with availableNow, after scoring)
+            "store": lambda n: stream_score.start_decision_store(
+                spark, lake, model, runs[n], ctx.run_id, trigger, scorers[-1].bootstrap, bool(args.real_time)
+            ),
         }
         scorers: list[stream_score.Scorer] = []
 
         def start_scorer(n: str) -> StreamingQuery:
-            if args.real_time:  # topic to topic in Real-time Mode; a micro-batch query stores the decisions
+            # the payments topic to the decisions topic, in Real-time Mode or micro-batches
+            if args.real_time:
                 query, scorer = stream_score.start_realtime(spark, lake, model, runs[n], ctx.run_id, args.real_time)
-                queries[f"{n} (store)"] = stream_score.start_decision_store(
-                    spark, lake, model, runs[n], ctx.run_id, trigger, scorer.bootstrap
-                )
             else:
                 query, scorer = stream_score.start_scoring(spark, lake, model, runs[n], ctx.run_id, trigger)
             scorers.append(scorer)
@@ -328,12 +336,13 @@ def stream_main(argv: Sequence[str] | None = None) -> int:
             for n in names:
                 records = spark.createDataFrame([], KAFKA_SOURCE_SCHEMA)
                 stream_silver.ensure_stream_table(spark, lake, lake.spec(n), kafka_bronze.as_bronze(records, lake.spec(n), ctx.run_id))
-            for layer in LAYERS:  # availableNow: each layer catches up with what the one before wrote
+            for layer in (*LAYERS, "store"):  # availableNow: each layer catches up with what the one before wrote
                 if stop.is_set():
                     break
-                queries.update({n: in_pool(spark, n, functools.partial(starters[layer], n)) for n in plan[layer]})
+                started = {stage_name(layer, n): n for n in plan["score" if layer == "store" else layer]}
+                queries.update({q: in_pool(spark, q, functools.partial(starters[layer], n)) for q, n in started.items()})
                 if "availableNow" in trigger:
-                    run_queries({n: queries[n] for n in plan[layer]}, stop, tally)
+                    run_queries({q: queries[q] for q in started}, stop, tally)
             if "availableNow" not in trigger:
                 run_queries(queries, stop, tally)
         except Exception as exc:

@@ -11,9 +11,14 @@ decision does not wait for the bronze and silver commits. Each micro-batch:
 3. scores them with the champion through :func:`lakehouse.ml.score.score`, the batch scorer's
    function;
 4. sends each decision to the decisions topic (at least once: a micro-batch retried after a
-   crash sends again) and inserts it into the predictions table, which batch scoring and
-   monitoring read (exactly once: an insert-only MERGE on the payment id, in a commit carrying
-   the batch's transaction id). A payment scored here is not scored again by the batch job.
+   crash sends again). That is all a decision waits for.
+
+A second query, the decision store, reads the decisions topic and inserts each decision into the
+predictions table, which batch scoring and monitoring read (exactly once: an insert-only MERGE
+on the payment id, in a commit carrying its micro-batch's transaction id); a payment stored
+there is not scored again by the batch job. The reference tables silver's transform and rules
+read (FX rates, customers, merchants) are held in memory between micro-batches at their newest
+version (:class:`lakehouse.io.cached.CachedTables`).
 
 Each decision carries the model version and the versions of the tables its features came from.
 Between micro-batches the scorer looks at the registry: a newly promoted champion is loaded and
@@ -39,6 +44,7 @@ from lakehouse.errors import PipelineError
 from lakehouse.faults import crash_point
 from lakehouse.features.payments import live_state, live_transaction_features
 from lakehouse.io import delta, fs
+from lakehouse.io.cached import CachedTables
 from lakehouse.io.delta_log import Stamp
 from lakehouse.leases import leased
 from lakehouse.ml import registry
@@ -82,6 +88,13 @@ class Scorer:
     switches: list[tuple[int, str | None, str]] = field(default_factory=list)
     unscored: int = 0
     bootstrap: str = ""
+    tables: CachedTables | None = None
+    """The reference tables the transform and the rules read, held between micro-batches."""
+
+    def read(self, name: str) -> DataFrame:
+        if self.tables is None:
+            self.tables = CachedTables(self.spark, self.lake.path)
+        return self.tables.read(name)
 
     def refresh(self, batch_id: int) -> None:
         """Load the champion if it changed, and the newest feature state if a table changed."""
@@ -123,7 +136,7 @@ class Scorer:
         """Kafka records (as bronze rows) typed by silver's transform."""
         # the record's Kafka timestamp rides in the input record (``__in``) through the transform
         records = records.withColumn("received_at", F.col("_kafka.timestamp"))
-        typed, _ = transform_batch(self.spark, self.lake, self.tx, records, self.run_id, stream_feed(self.lake, self.tx).driver)
+        typed, _ = transform_batch(self.spark, self.lake, self.tx, records, self.run_id, stream_feed(self.lake, self.tx).driver, self.read)
         return typed
 
     def decide(self, records: DataFrame) -> DataFrame:
@@ -137,7 +150,7 @@ class Scorer:
         return self.scored(passing(self.typed(records), self.rules(), self.checker()))
 
     def checker(self) -> Any:
-        return checker(self.spark, self.lake, self.tx, QualityMetrics(self.spark, self.lake))
+        return checker(self.spark, self.lake, self.tx, QualityMetrics(self.spark, self.lake), self.read)
 
     def scored(self, valid: DataFrame) -> DataFrame:
         """Valid typed payments with their decisions, in the predictions table's columns plus
@@ -186,56 +199,61 @@ def store_decisions(spark: SparkSession, lake: Lake, spec: ModelSpec, decided: D
     return int(m.get("numTargetRowsInserted", 0))
 
 
-def score_batch(scorer: Scorer, records: DataFrame, batch_id: int, bootstrap: str, checkpoint: str) -> int:
-    """Decide one micro-batch: to the decisions topic, then into the predictions table once."""
+def score_batch(scorer: Scorer, records: DataFrame, batch_id: int, bootstrap: str) -> int:
+    """Decide one micro-batch and send the decisions to the decisions topic (the decision store
+    query puts them into the predictions table); the number sent."""
     t0 = time.monotonic()
-    spark, lake, spec = scorer.spark, scorer.lake, scorer.spec
+    spec = scorer.spec
     scorer.refresh(batch_id)
     records = records.persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        decided = scorer.decide(records).persist(StorageLevel.MEMORY_AND_DISK)
+        decided = scorer.decide(records)
+        sent = decision_records(decided).persist(StorageLevel.MEMORY_AND_DISK)
         try:
-            n = decided.count()
+            n = sent.count()
             if n:
-                decision_records(decided).write.format("kafka").option("kafka.bootstrap.servers", bootstrap).option(
-                    "topic", spec.decisions_topic
-                ).save()
+                sent.write.format("kafka").option("kafka.bootstrap.servers", bootstrap).option("topic", spec.decisions_topic).save()
                 crash_point("score.after_send", spec.name)
-                stamp = Stamp(predictions_table(spec), scorer.run_id, f"lakehouse-score-stream-{fs.stream_id(spark, checkpoint)}", batch_id)
-                scorer.tr.rows_inserted += store_decisions(records.sparkSession, lake, spec, decided, stamp)
             scorer.tr.rows_read += n
-            scorer.tr.rows_written += n
             log.info("%s: batch %d: %d decision(s) sent in %.1fs", spec.name, batch_id, n, time.monotonic() - t0)
             return n
         finally:
-            decided.unpersist()
+            sent.unpersist()
     finally:
         records.unpersist()
 
 
 def start_decision_store(
-    spark: SparkSession, lake: Lake, spec: ModelSpec, tr: TableRun, run_id: str, trigger: dict[str, Any], bootstrap: str
+    spark: SparkSession, lake: Lake, spec: ModelSpec, tr: TableRun, run_id: str, trigger: dict[str, Any], bootstrap: str, counts_read: bool
 ) -> StreamingQuery:
-    """With Real-time Mode, whose plan cannot write Delta: a micro-batch query that reads the
-    decisions topic and inserts each payment's decision into the predictions table once."""
+    """The micro-batch query that reads the decisions topic and inserts each payment's decision
+    into the predictions table once (the scoring query only sends: a decision does not wait
+    for a Delta commit, and Real-time Mode's plan cannot write Delta). ``counts_read``: the
+    decisions read count as the payments decided (when the scoring query cannot count them)."""
     checkpoint = lake.checkpoint("decision-store", spec.name)
     records = kafka_bronze.kafka_reader(spark, bootstrap, spec.decisions_topic)
     decided = records.select(F.from_json(F.col("value").cast("string"), DECISION_SCHEMA).alias("d")).select("d.*")
+    stream: list[str] = []
 
     def each_batch(df: DataFrame, batch_id: int) -> None:
         df = df.persist(StorageLevel.MEMORY_AND_DISK)
         try:
             n = df.count()
             if n:
-                stamp = Stamp(predictions_table(spec), run_id, f"lakehouse-decisions-{fs.stream_id(spark, checkpoint)}", batch_id)
-                tr.rows_inserted += store_decisions(df.sparkSession, lake, spec, df, stamp)
-            tr.rows_read += n
+                if not stream:
+                    stream.append(fs.stream_id(spark, checkpoint))
+                stamp = Stamp(predictions_table(spec), run_id, f"lakehouse-decisions-{stream[0]}", batch_id)
+                stored = store_decisions(df.sparkSession, lake, spec, df, stamp)
+                tr.rows_inserted += stored
+                tr.rows_written += stored
+            if counts_read:
+                tr.rows_read += n
         finally:
             df.unpersist()
 
     return (
         decided.writeStream.queryName(f"decisions_{spec.name}")
-        .foreachBatch(keep_errors(predictions_table(spec), each_batch))
+        .foreachBatch(keep_errors(f"{predictions_table(spec)} (store)", each_batch))
         .option("checkpointLocation", checkpoint)
         .trigger(**trigger)
         .start()
@@ -270,11 +288,10 @@ def start_scoring(
     """Start the query that scores the payments topic (the stream table feeding silver.transactions)
     in micro-batches."""
     scorer, records, bootstrap = _prepare(spark, lake, spec, tr, run_id)
-    checkpoint = lake.checkpoint("score-stream", spec.name)
     query = (
         records.writeStream.queryName(f"score_{spec.name}")
-        .foreachBatch(keep_errors(predictions_table(spec), lambda df, batch_id: score_batch(scorer, df, batch_id, bootstrap, checkpoint)))
-        .option("checkpointLocation", checkpoint)
+        .foreachBatch(keep_errors(predictions_table(spec), lambda df, batch_id: score_batch(scorer, df, batch_id, bootstrap)))
+        .option("checkpointLocation", lake.checkpoint("score-stream", spec.name))
         .trigger(**trigger)
         .start()
     )

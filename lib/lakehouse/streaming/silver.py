@@ -12,7 +12,9 @@ checkpoint (``<checkpoints>/silver-stream/<table>``): its id keys the batches' c
 stream's batches and the pipeline's never take each other's transaction ids. Each micro-batch
 holds the table's lease while it writes: a pipeline run writing the same table waits for the
 batch to finish, and the batch waits for a pipeline run that holds the table (up to
-``LEASE_WAIT`` seconds, logging whom it waits for).
+``LEASE_WAIT`` seconds, logging whom it waits for). The other tables a batch reads (the
+transform's upstream tables, the rules' lookups) are held in memory between micro-batches, read
+again when a new version is committed (:class:`lakehouse.io.cached.CachedTables`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from pyspark.sql.streaming import StreamingQuery
 from lakehouse.config import TableSpec
 from lakehouse.errors import PipelineError
 from lakehouse.io import delta, fs
+from lakehouse.io.cached import CachedTables
 from lakehouse.leases import leased
 from lakehouse.pipeline.silver import ensure_silver, process_batch, stream_feed
 from lakehouse.quality.metrics import QualityMetrics
@@ -54,11 +57,12 @@ def start_silver(
             )
     ensure_silver(spark, lake, spec)
     metrics = QualityMetrics(spark, lake)
+    tables = CachedTables(spark, lake.path)  # the upstream and lookup tables, read once per version
 
     def each_batch(df: DataFrame, batch_id: int) -> None:
         with leased(spark, lake, run_id, "stream", [spec.name], wait=lease_wait):
             # in the query's own session: the MERGE's stamp is a session setting (delta.stamped)
-            process_batch(df.sparkSession, lake, spec, df, batch_id, run_id, tr, metrics, feed)
+            process_batch(df.sparkSession, lake, spec, df, batch_id, run_id, tr, metrics, feed, tables.read)
 
     records = (
         spark.readStream.format("delta")
